@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from data_pipeline.fer2013 import CLASSES, DataError, load_split, prepare_fer2013
+from tests.conftest import SHARED_DATA, write_kaggle_csv
+
+
+def _pixels(rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    img = rng.integers(0, 256, size=(48, 48), dtype=np.uint8)
+    return img, " ".join(map(str, img.ravel()))
+
+
+def _good_rows(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows, images = [], []
+    usages = ["Training"] * (n - 2 * (n // 5)) + ["PublicTest"] * (n // 5) + ["PrivateTest"] * (n // 5)
+    for i, usage in enumerate(usages):
+        img, pix = _pixels(rng)
+        rows.append((i % 7, pix, usage))
+        images.append(img)
+    return rows, images
+
+
+def test_prepare_roundtrip_counts_and_manifest(tmp_path, ray_local):
+    rows, images = _good_rows(40)
+    src = write_kaggle_csv(tmp_path / "fer.csv", rows)
+    prepared = prepare_fer2013(src, tmp_path / "out")
+    m = prepared.manifest
+    assert m["rows_in"] == 40 and m["rows_written"] == 40 and m["rows_quarantined"] == 0
+    assert sum(m["counts"]["Training"].values()) == 24
+    assert m["counts"]["PublicTest"] == {c: sum(1 for r in rows[24:32] if r[0] == i) for i, c in enumerate(CLASSES)}
+    x, y = load_split(prepared.root, "Training")
+    assert x.dtype == np.uint8 and x.shape == (24, 48, 48)
+    np.testing.assert_array_equal(x, np.stack(images[:24]))
+    np.testing.assert_array_equal(y, [r[0] for r in rows[:24]])
+    x_test, y_test = load_split(prepared.root, "PrivateTest", with_labels=False)
+    assert y_test is None and x_test.shape == (8, 48, 48)
+    assert json.loads((prepared.root / "manifest.json").read_text())["source_sha256"] == m["source_sha256"]
+
+
+def test_gzip_and_determinism(tmp_path, ray_local):
+    rows, _ = _good_rows(30, seed=3)
+    plain = write_kaggle_csv(tmp_path / "fer.csv", rows)
+    gz = tmp_path / "fer.csv.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    a = prepare_fer2013(plain, tmp_path / "a")
+    b = prepare_fer2013(gz, tmp_path / "b")
+    c = prepare_fer2013(plain, tmp_path / "c")
+    for split in ("Training", "PublicTest", "PrivateTest"):
+        assert (a.root / f"{split}.parquet").read_bytes() == (c.root / f"{split}.parquet").read_bytes()
+        np.testing.assert_array_equal(load_split(a.root, split)[0], load_split(b.root, split)[0])
+
+
+def test_prepared_dir_is_reused(tmp_path, ray_local):
+    rows, _ = _good_rows(20)
+    src = write_kaggle_csv(tmp_path / "fer.csv", rows)
+    first = prepare_fer2013(src, tmp_path / "out")
+    stamp = (first.root / "Training.parquet").stat().st_mtime_ns
+    prepare_fer2013(src, tmp_path / "out")
+    assert (first.root / "Training.parquet").stat().st_mtime_ns == stamp
+
+
+def test_bad_rows_are_quarantined_with_reasons(tmp_path, ray_local):
+    rows, _ = _good_rows(30)
+    rng = np.random.default_rng(9)
+    _, pix = _pixels(rng)
+    rows[3] = (2, " ".join(pix.split()[:100]), "Training")
+    rows[7] = (9, pix, "Training")
+    rows[11] = (1, pix.replace(" ", " x", 1), "Training")
+    rows[12] = (1, pix, "Validation")
+    rows[13] = ("angry", pix, "Training")
+    rows[14] = (1, "300 " + " ".join(pix.split()[1:]), "Training")
+    src = write_kaggle_csv(tmp_path / "fer.csv", rows)
+    prepared = prepare_fer2013(src, tmp_path / "out", max_bad_fraction=0.5)
+    m = prepared.manifest
+    assert m["rows_in"] == 30
+    assert m["rows_quarantined"] == 6
+    assert m["rows_written"] + m["rows_quarantined"] == m["rows_in"]
+    assert sum(sum(c.values()) for c in m["counts"].values()) == m["rows_written"]
+    with open(prepared.root / "quarantine.csv") as f:
+        q = {int(r["row"]): r["reason"] for r in csv.DictReader(f)}
+    assert set(q) == {3, 7, 11, 12, 13, 14}
+    assert "100 values" in q[3]
+    assert "out of range" in q[7]
+    assert "non-integer" in q[11]
+    assert "Validation" in q[12]
+    assert "not an integer" in q[13]
+    assert "0..255" in q[14]
+
+
+def test_too_many_bad_rows_fail_naming_file_and_row(tmp_path, ray_local):
+    rows, _ = _good_rows(10)
+    rows[4] = (1, "1 2 3", "Training")
+    src = write_kaggle_csv(tmp_path / "fer.csv", rows)
+    with pytest.raises(DataError, match=r"fer\.csv.*row 4: pixels has 3 values"):
+        prepare_fer2013(src, tmp_path / "out", max_bad_fraction=0.0)
+
+
+def test_wrong_header_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,pixels,split\n0,1 2,Training\n")
+    with pytest.raises(DataError, match=r"bad\.csv: row 0 \(header\)"):
+        prepare_fer2013(bad, tmp_path / "out")
+    with pytest.raises(DataError, match="no such file"):
+        prepare_fer2013(tmp_path / "nope.csv", tmp_path / "out")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "fer2013.csv.gz").is_file(), reason="needs ../shared/data")
+def test_real_fer2013_counts_match_known_table(tmp_path, ray_local):
+    m = prepare_fer2013(SHARED_DATA / "fer2013.csv.gz", tmp_path / "fer").manifest
+    assert m["source_sha256"] == "aee2206a1e4bdc0155d31e955aa5d747083ca7e0e89d2ba9a64ef431b3f9144a"
+    assert m["rows_in"] == 35887 and m["rows_quarantined"] == 0
+    expected = {
+        "Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
+        "PublicTest": [467, 56, 496, 895, 653, 415, 607],
+        "PrivateTest": [491, 55, 528, 879, 594, 416, 626],
+    }
+    for split, counts in expected.items():
+        assert [m["counts"][split][c] for c in CLASSES] == counts
