@@ -81,9 +81,9 @@ def quick_config() -> SearchConfig:
     """A laptop budget on real FER2013: about 20 minutes of search on two cores."""
     return SearchConfig(
         space=SearchSpace(archs=("mini_xception",), lr=(5e-4, 5e-3), dropout=(0.0, 0.3)),
-        num_samples=8,
+        num_samples=6,
         time_budget_s=20 * 60,
-        max_epochs=14,
-        grace_period=3,
-        top_k=8,
+        max_epochs=10,
+        grace_period=2,
+        top_k=6,
     )

@@ -33,23 +33,28 @@ class TrialRecord:
         return self.checkpoint is not None and (self.checkpoint / VAL_FILE).is_file()
 
 
-def _define_space(cfg: SearchConfig):
-    space = cfg.space
-    fixed = {
-        "max_epochs": cfg.max_epochs,
-        "batch_size": cfg.batch_size,
-        "seed": cfg.seed,
-        "augment": cfg.augment,
-        "cpus_per_trial": cfg.cpus_per_trial,
-    }
+class DefineSpace:
+    """Optuna define-by-run space; a class (not a closure) so Tune can pickle the searcher state."""
 
-    def define(trial) -> dict:
-        arch = trial.suggest_categorical("arch", list(space.archs))
-        trial.suggest_float("lr", *space.lr, log=True)
-        trial.suggest_float("dropout", *space.dropout)
-        return {**fixed, "arch_kwargs": dict(space.arch_kwargs.get(arch, {}))}
+    def __init__(self, cfg: SearchConfig) -> None:
+        self.space = cfg.space
+        self.fixed = {
+            "max_epochs": cfg.max_epochs,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+            "augment": cfg.augment,
+            "cpus_per_trial": cfg.cpus_per_trial,
+        }
 
-    return define
+    def __call__(self, trial) -> dict:
+        arch = trial.suggest_categorical("arch", list(self.space.archs))
+        trial.suggest_float("lr", *self.space.lr, log=True)
+        trial.suggest_float("dropout", *self.space.dropout)
+        return {**self.fixed, "arch_kwargs": dict(self.space.arch_kwargs.get(arch, {}))}
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
 
 
 def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, name: str = "search"):
@@ -59,7 +64,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, name: str = "
     from ray.tune.search.optuna import OptunaSearch
 
     searcher = OptunaSearch(
-        _define_space(cfg),
+        DefineSpace(cfg),
         metric=METRIC,
         mode="max",
         sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(4, cfg.num_samples)),
@@ -89,6 +94,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, name: str = "
             time_budget_s=cfg.time_budget_s,
             max_concurrent_trials=cfg.max_concurrent_trials,
             reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=name,
