@@ -161,8 +161,7 @@ def _read_decoded(path: Path, parallelism: int | None) -> Iterator[pa.Table]:
     ds = ds.map_batches(decode_batch, batch_format="pyarrow", batch_size=2048)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        yield batch
+    yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
 def prepare_fer2013(
@@ -210,7 +209,12 @@ def prepare_fer2013(
             if bad.any():
                 for i in np.flatnonzero(bad):
                     quarantined.append(
-                        (int(rows[i]), err[i].as_py(), batch["raw_emotion"][i].as_py(), batch["usage"][i].as_py())
+                        (
+                            int(rows[i]),
+                            err[i].as_py(),
+                            batch["raw_emotion"][i].as_py(),
+                            batch["usage"][i].as_py(),
+                        )
                     )
             good = batch.filter(pa.array(~bad))
             good_rows = rows[~bad]
@@ -238,7 +242,8 @@ def prepare_fer2013(
     if len(quarantined) > max_bad_fraction * total:
         first = "; ".join(f"row {r}: {why}" for r, why, *_ in quarantined[:3])
         raise DataError(
-            f"{src}: {len(quarantined)} of {total} rows are bad (> {max_bad_fraction:.1%} allowed); first: {first}"
+            f"{src}: {len(quarantined)} of {total} rows are bad (> {max_bad_fraction:.1%} allowed); "
+            f"first: {first}"
         )
 
     counts: dict[str, dict[str, int]] = {}
@@ -278,7 +283,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else repr(e)
 
 
-def load_split(root: str | Path, split: str, *, with_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def load_split(
+    root: str | Path, split: str, *, with_labels: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Images ``uint8 (N, 48, 48)`` and labels ``int64 (N,)`` of one split of a prepared directory.
 
     ``with_labels=False`` never reads the label column: the search gets PrivateTest images this way, so
@@ -290,7 +297,9 @@ def load_split(root: str | Path, split: str, *, with_labels: bool = True) -> tup
     cols = ["image", "label"] if with_labels else ["image"]
     table = pq.read_table(path, columns=cols)
     flat = table.column("image").combine_chunks()
-    buf = np.frombuffer(flat.buffers()[1], dtype=np.uint8, count=len(flat) * N_PIXELS, offset=flat.offset * N_PIXELS)
+    buf = np.frombuffer(
+        flat.buffers()[1], dtype=np.uint8, count=len(flat) * N_PIXELS, offset=flat.offset * N_PIXELS
+    )
     images = buf.reshape(len(flat), SIDE, SIDE).copy()
     labels = table.column("label").to_numpy().astype(np.int64) if with_labels else None
     return images, labels

@@ -78,7 +78,9 @@ def _predict(args: argparse.Namespace) -> int:
                 record = {
                     "input": name,
                     "class": predictor.classes[k],
-                    "probabilities": {c: round(float(v), 6) for c, v in zip(predictor.classes, p, strict=True)},
+                    "probabilities": {
+                        c: round(float(v), 6) for c, v in zip(predictor.classes, p, strict=True)
+                    },
                 }
                 sink.write(json.dumps(record) + "\n")
         batch.clear()

@@ -57,7 +57,9 @@ def greedy_select(
     shape = val_probs[0].shape
     for i, p in enumerate(val_probs):
         if p.shape != shape or p.shape[0] != len(val_labels):
-            raise ValueError(f"candidate {i} has shape {p.shape}, expected {shape} with {len(val_labels)} rows")
+            raise ValueError(
+                f"candidate {i} has shape {p.shape}, expected {shape} with {len(val_labels)} rows"
+            )
     stacked = np.stack([p.astype(np.float64) for p in val_probs])
     singles = [accuracy(p, val_labels) for p in stacked]
     order = sorted(range(n), key=lambda i: (-singles[i], i))

@@ -88,7 +88,9 @@ def export_ensemble(
         "members": entries,
         "metrics": metrics,
         "data_manifest_sha256": (
-            hashlib.sha256(json.dumps(data_manifest, sort_keys=True).encode()).hexdigest() if data_manifest else None
+            hashlib.sha256(json.dumps(data_manifest, sort_keys=True).encode()).hexdigest()
+            if data_manifest
+            else None
         ),
         "files": {e["file"]: _sha256(out / e["file"]) for e in entries},
     }
@@ -120,7 +122,9 @@ class Predictor:
         for entry in manifest["members"]:
             file = root / entry["file"]
             if file.suffix != ".safetensors":
-                raise ExportError(f"{file}: refusing to load {file.suffix} weights; only .safetensors is loaded")
+                raise ExportError(
+                    f"{file}: refusing to load {file.suffix} weights; only .safetensors is loaded"
+                )
             expected = manifest.get("files", {}).get(entry["file"])
             if expected and _sha256(file) != expected:
                 raise ExportError(f"{file}: sha256 does not match manifest.json")

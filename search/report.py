@@ -30,5 +30,8 @@ def final_report(data_root: Path, candidates: Sequence[Path], selection: Selecti
     out: dict[str, dict] = {}
     for split, file, labels in (("PublicTest", VAL_FILE, val_y), ("PrivateTest", TEST_FILE, test_y)):
         probs = [np.load(Path(c) / file) for c in candidates]
-        out[split] = {"best_single": scores(probs[0], labels), "ensemble": scores(selection.combine(probs), labels)}
+        out[split] = {
+            "best_single": scores(probs[0], labels),
+            "ensemble": scores(selection.combine(probs), labels),
+        }
     return out

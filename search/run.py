@@ -76,7 +76,9 @@ def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None =
     candidates = [t for t in trials if t.usable][: cfg.top_k]
     if not candidates:
         errors = "; ".join(f"{t.trial_id}: {t.error}" for t in trials if t.error)
-        raise RuntimeError(f"no trial finished an epoch; see {out / 'tune'} ({errors or 'no errors recorded'})")
+        raise RuntimeError(
+            f"no trial finished an epoch; see {out / 'tune'} ({errors or 'no errors recorded'})"
+        )
 
     print(f"[3/4] greedy ensemble selection over the top {len(candidates)} trials (PublicTest only)")
     selection = greedy_select(load_val_probs([c.checkpoint for c in candidates]), val_y)
@@ -92,7 +94,9 @@ def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None =
     )
     print(f"[4/4] exported {len(members)} members to {export_dir}")
     result = RunResult(out, trials, candidates, selection, export_dir, report, time.time() - start)
-    (out / "summary.json").write_text(json.dumps(summary_dict(result, cfg, csv_path, synthetic), indent=2) + "\n")
+    (out / "summary.json").write_text(
+        json.dumps(summary_dict(result, cfg, csv_path, synthetic), indent=2) + "\n"
+    )
     return result
 
 
@@ -138,7 +142,9 @@ def format_summary(r: RunResult) -> str:
     for t in r.trials:
         acc = f"{t.val_acc:.4f}" if t.val_acc >= 0 else "-"
         extra = f"  ({t.status}: {t.error})" if t.error else ""
-        lines.append(f"  {t.trial_id:<12} {t.arch:<16} {t.lr:>9.2e} {t.dropout:>8.3f} {t.epochs:>6} {acc:>10}{extra}")
+        lines.append(
+            f"  {t.trial_id:<12} {t.arch:<16} {t.lr:>9.2e} {t.dropout:>8.3f} {t.epochs:>6} {acc:>10}{extra}"
+        )
     lines.append("Ensemble members (greedy selection with replacement on PublicTest):")
     for i in r.selection.members:
         c = r.candidates[i]

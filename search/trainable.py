@@ -73,7 +73,9 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
     return torch.cat(out).numpy().astype(np.float32)
 
 
-def build_model(arch: str, num_classes: int, dropout: float, arch_kwargs: dict | None = None) -> torch.nn.Module:
+def build_model(
+    arch: str, num_classes: int, dropout: float, arch_kwargs: dict | None = None
+) -> torch.nn.Module:
     model = create_model(arch, num_classes=num_classes, dropout=dropout, **(arch_kwargs or {}))
     return model.to(memory_format=torch.channels_last)
 
@@ -140,7 +142,12 @@ def train_fer(config: dict, data: TrialData) -> None:
 
 
 def save_best(
-    d: Path, model: torch.nn.Module, config: dict, metrics: dict, val_probs: np.ndarray, test_probs: np.ndarray
+    d: Path,
+    model: torch.nn.Module,
+    config: dict,
+    metrics: dict,
+    val_probs: np.ndarray,
+    test_probs: np.ndarray,
 ) -> None:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(d / WEIGHTS_FILE))

@@ -34,7 +34,9 @@ def test_prepare_roundtrip_counts_and_manifest(tmp_path, ray_local):
     m = prepared.manifest
     assert m["rows_in"] == 40 and m["rows_written"] == 40 and m["rows_quarantined"] == 0
     assert sum(m["counts"]["Training"].values()) == 24
-    assert m["counts"]["PublicTest"] == {c: sum(1 for r in rows[24:32] if r[0] == i) for i, c in enumerate(CLASSES)}
+    assert m["counts"]["PublicTest"] == {
+        c: sum(1 for r in rows[24:32] if r[0] == i) for i, c in enumerate(CLASSES)
+    }
     x, y = load_split(prepared.root, "Training")
     assert x.dtype == np.uint8 and x.shape == (24, 48, 48)
     np.testing.assert_array_equal(x, np.stack(images[:24]))

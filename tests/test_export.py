@@ -91,15 +91,21 @@ def test_predict_cli_on_images_and_csv(exported, tmp_path, capsys):
     (img_dir / "broken.png").write_bytes(b"not an image")
     csv_path = tmp_path / "rows.csv"
     csv_path.write_text(
-        "emotion,pixels,Usage\n" + "".join(f"0,{' '.join(map(str, im.ravel()))},PrivateTest\n" for im in images[:3])
+        "emotion,pixels,Usage\n"
+        + "".join(f"0,{' '.join(map(str, im.ravel()))},PrivateTest\n" for im in images[:3])
     )
     code = main(["predict", str(out), str(img_dir), str(csv_path)])
     captured = capsys.readouterr()
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert code == 1
     assert "broken.png: not a readable image" in captured.err
-    assert [r["input"].rsplit("/", 1)[-1] for r in records] == ["a.png", "b.png", "rows.csv:row 0", "rows.csv:row 1",
-                                                                 "rows.csv:row 2"]
+    assert [r["input"].rsplit("/", 1)[-1] for r in records] == [
+        "a.png",
+        "b.png",
+        "rows.csv:row 0",
+        "rows.csv:row 1",
+        "rows.csv:row 2",
+    ]
     probs = np.array([[r["probabilities"][c] for c in CLASSES] for r in records])
     np.testing.assert_allclose(probs[0], expected[0], atol=1e-5)
     np.testing.assert_allclose(probs[2:], expected[:3], atol=1e-5)

@@ -37,7 +37,10 @@ def test_run_end_to_end_on_synthetic(tmp_path, ray_local):
     assert {t["trial_id"] for t in summary["trials"]} == {t.trial_id for t in result.trials}
     for split in ("PublicTest", "PrivateTest"):
         assert 0.0 <= summary["scores"][split]["ensemble"]["acc"] <= 1.0
-    assert summary["scores"]["PublicTest"]["ensemble"]["acc"] >= summary["scores"]["PublicTest"]["best_single"]["acc"]
+    assert (
+        summary["scores"]["PublicTest"]["ensemble"]["acc"]
+        >= summary["scores"]["PublicTest"]["best_single"]["acc"]
+    )
 
     predictor = Predictor.from_dir(result.export_dir)
     test_x, test_y = load_split(tmp_path / "run" / "data", "PrivateTest")
