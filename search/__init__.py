@@ -1,0 +1,1 @@
+"""Search, ensemble selection, export and the fersearch CLI."""
