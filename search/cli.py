@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from data_pipeline.cli import register as register_data_commands
+
 
 def _run(args: argparse.Namespace) -> int:
     from search.config import SearchSpace, demo_config, quick_config
@@ -34,24 +36,6 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     result = run(args.data, out, cfg)
     print(format_summary(result))
-    return 0
-
-
-def _synth(args: argparse.Namespace) -> int:
-    from data_pipeline.synth import write_fer2013_csv
-
-    path = write_fer2013_csv(args.out, n_rows=args.rows, seed=args.seed)
-    print(f"wrote {args.rows} synthetic faces to {path}")
-    return 0
-
-
-def _prepare(args: argparse.Namespace) -> int:
-    from data_pipeline.fer2013 import prepare_fer2013
-
-    prepared = prepare_fer2013(args.path, args.out, max_bad_fraction=args.max_bad_fraction)
-    m = prepared.manifest
-    print(json.dumps({k: m[k] for k in ("rows_in", "rows_written", "rows_quarantined", "counts")}, indent=2))
-    print(f"prepared {args.path} → {prepared.root}")
     return 0
 
 
@@ -120,18 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wandb", choices=["off", "offline", "online"], help="W&B logging (default off)")
     r.set_defaults(func=_run)
 
-    d = sub.add_parser("data", help="data tools").add_subparsers(dest="data_verb", required=True)
-    s = d.add_parser("synth", help="write synthetic FER-like faces in the Kaggle fer2013.csv layout")
-    s.add_argument("--out", required=True, help="output .csv or .csv.gz")
-    s.add_argument("--rows", type=int, default=6000)
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=_synth)
-    pr = d.add_parser("prepare", help="ingest a FER2013 CSV into Parquet per split with a manifest")
-    pr.add_argument("--source", default="fer2013", choices=["fer2013"])
-    pr.add_argument("--path", required=True)
-    pr.add_argument("--out", required=True)
-    pr.add_argument("--max-bad-fraction", type=float, default=0.01)
-    pr.set_defaults(func=_prepare)
+    register_data_commands(sub)
 
     pd = sub.add_parser("predict", help="classify images, folders or a Kaggle CSV with an exported ensemble")
     pd.add_argument("export_dir")

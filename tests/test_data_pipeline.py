@@ -126,3 +126,13 @@ def test_real_fer2013_counts_match_known_table(tmp_path, ray_local):
     }
     for split, counts in expected.items():
         assert [m["counts"][split][c] for c in CLASSES] == counts
+
+
+def test_malformed_csv_line_names_the_file(tmp_path, ray_local):
+    rows, _ = _good_rows(10)
+    src = write_kaggle_csv(tmp_path / "fer.csv", rows)
+    text = src.read_text().splitlines()
+    text[5] = text[5] + ",extra"
+    src.write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"fer\.csv: malformed CSV.*Expected 3 columns"):
+        prepare_fer2013(src, tmp_path / "out")
