@@ -11,31 +11,109 @@ from pathlib import Path
 from data_pipeline.cli import register as register_data_commands
 
 
-def _run(args: argparse.Namespace) -> int:
-    from search.config import SearchSpace, demo_config, quick_config
-    from search.run import format_summary, run
+def _overrides(args: argparse.Namespace, base):
+    """Apply the budget/resource flags shared by ``run`` and ``search`` to a base config."""
+    import dataclasses
 
-    cfg = None
-    overrides = {
+    from search.config import ArchSpace, Resources
+
+    changes = {
         "num_samples": args.trials,
         "max_epochs": args.epochs,
         "time_budget_s": args.budget_min * 60 if args.budget_min else None,
         "seed": args.seed,
         "wandb": args.wandb,
-        "cpus_per_trial": args.cpus_per_trial,
-        "gpus_per_trial": args.gpus_per_trial,
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides or args.archs:
-        base = quick_config() if args.data else demo_config()
-        if args.archs:
-            overrides["space"] = SearchSpace(
-                archs=tuple(args.archs.split(",")), lr=base.space.lr, dropout=base.space.dropout
-            )
-        cfg = base.replace(**overrides)
-    out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    result = run(args.data, out, cfg)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.cpus_per_trial is not None or args.gpus_per_trial is not None:
+        changes["resources"] = Resources(
+            cpu=args.cpus_per_trial if args.cpus_per_trial is not None else base.resources.cpu,
+            gpu=args.gpus_per_trial if args.gpus_per_trial is not None else base.resources.gpu,
+        )
+    if args.archs:
+        archs = tuple(ArchSpace(a) for a in args.archs.split(","))
+        changes["space"] = dataclasses.replace(base.space, archs=archs)
+    return base.replace(**changes) if changes else base
+
+
+def _default_out(prefix: str) -> Path:
+    return Path(f"runs/{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from search.config import demo_config, quick_config
+    from search.run import format_summary, resolve_data, run
+
+    out = Path(args.out) if args.out else _default_out("run")
+    csv_path, synthetic = resolve_data(args.data, out.resolve())
+    cfg = _overrides(args, demo_config() if synthetic else quick_config())
+    result = run(csv_path, out, cfg)
     print(format_summary(result))
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from search.config import load_spec
+    from search.service import resume, search
+
+    if args.resume:
+        result = resume(args.resume)
+    else:
+        if not args.spec:
+            raise SystemExit("fersearch search: give a spec.yaml or --resume DIR")
+        cfg, extra = load_spec(args.spec)
+        cfg = _overrides(args, cfg)
+        data = args.data or extra.get("data")
+        if not data:
+            raise SystemExit(f"fersearch search: no data: set `data:` in {args.spec} or pass --data")
+        out = Path(args.out or extra.get("out") or _default_out(cfg.name))
+        result = search(cfg, data, out)
+    print(format_trials([_row_strings(r) for r in _rows(result.out_dir)], "val_acc"))
+    print(f"search directory: {result.out_dir}")
+    return 0
+
+
+def _rows(out_dir: Path) -> list[dict]:
+    from search.service import read_trials
+
+    return read_trials(out_dir)
+
+
+def _row_strings(row: dict) -> dict:
+    return {k: ("" if v is None else str(v)) for k, v in row.items()}
+
+
+def format_trials(rows: list[dict], sort: str, columns: tuple[str, ...] | None = None) -> str:
+    cols = columns or (
+        "trial_id", "status", "arch", "lr", "dropout", "optimizer", "batch_size", "schedule", "val_acc",
+        "val_macro_f1", "best_epoch", "epochs", "latency_ms", "params",
+    )  # fmt: skip
+    cols = tuple(c for c in cols if any(r.get(c) for r in rows))
+
+    def key(r: dict):
+        try:
+            return -float(r.get(sort) or "-inf")
+        except ValueError:
+            return r.get(sort) or ""
+
+    def fmt(v: str) -> str:
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return v if f.is_integer() and "." not in v else f"{f:.4g}"
+
+    ordered = sorted(rows, key=key)
+    cells = [[fmt(r.get(c, "")) for c in cols] for r in ordered]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    errors = [f"  {r['trial_id']}: {r['error']}" for r in ordered if r.get("error")]
+    return "\n".join(lines + (["errors:", *errors] if errors else []))
+
+
+def _trials(args: argparse.Namespace) -> int:
+    print(format_trials(_rows(Path(args.dir)), args.sort))
     return 0
 
 
@@ -87,22 +165,39 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _budget_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget-min", type=float, help="search wall-time budget in minutes")
+    p.add_argument("--trials", type=int, help="number of trials")
+    p.add_argument("--epochs", type=int, help="max epochs per trial")
+    p.add_argument("--archs", help="comma-separated architectures to search (see models.list_models())")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.25")
+    p.add_argument("--wandb", choices=["off", "offline", "online"], help="W&B logging (default off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fersearch", description="Hyperparameter and ensemble search for FER")
     sub = p.add_subparsers(dest="verb", required=True)
 
     r = sub.add_parser("run", help="prepare data, search, select an ensemble, export, report")
     r.add_argument("--data", help="FER2013 Kaggle CSV (.csv or .csv.gz); default: see README")
-    r.add_argument("--out", help="output directory (default runs/<timestamp>)")
-    r.add_argument("--budget-min", type=float, help="search wall-time budget in minutes")
-    r.add_argument("--trials", type=int, help="number of trials")
-    r.add_argument("--epochs", type=int, help="max epochs per trial")
-    r.add_argument("--archs", help="comma-separated architectures to search (see models.list_models())")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--cpus-per-trial", type=float)
-    r.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.25")
-    r.add_argument("--wandb", choices=["off", "offline", "online"], help="W&B logging (default off)")
+    r.add_argument("--out", help="output directory (default runs/run-<timestamp>)")
+    _budget_flags(r)
     r.set_defaults(func=_run)
+
+    se = sub.add_parser("search", help="run a search from a YAML spec, or resume one")
+    se.add_argument("spec", nargs="?", help="search spec (YAML); see search/specs/")
+    se.add_argument("--resume", metavar="DIR", help="finish an interrupted search in DIR")
+    se.add_argument("--data", help="override the spec's data")
+    se.add_argument("--out", help="search directory (default runs/<name>-<timestamp>)")
+    _budget_flags(se)
+    se.set_defaults(func=_search)
+
+    tr = sub.add_parser("trials", help="table of a search directory's trials")
+    tr.add_argument("dir")
+    tr.add_argument("--sort", default="val_acc", help="column to sort by (numbers: descending)")
+    tr.set_defaults(func=_trials)
 
     register_data_commands(sub)
 
@@ -118,12 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from data_pipeline.fer2013 import DataError
+    from search.config import SpecError
     from search.export import ExportError
     from search.predict import InputError
 
     try:
         return args.func(args)
-    except (DataError, ExportError, InputError) as e:
+    except (DataError, ExportError, InputError, SpecError, FileNotFoundError) as e:
         print(f"fersearch: error: {e}", file=sys.stderr)
         return 2
 

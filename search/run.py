@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_pipeline.fer2013 import CLASSES, load_split, prepare_fer2013
+from data_pipeline.fer2013 import CLASSES, load_split
 from search.config import SearchConfig, demo_config, quick_config
 from search.ensemble import Selection, greedy_select, load_val_probs
 from search.export import Member, export_ensemble
 from search.report import final_report
-from search.trainable import TrialData
-from search.tuner import TrialRecord, run_search
+from search.service import search
+from search.tuner import TrialRecord
 
 DATA_ENV = "FERSEARCH_FER2013"
 SYNTH_ROWS = 6000
@@ -63,16 +63,9 @@ def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None =
     if cfg is None:
         cfg = demo_config() if synthetic else quick_config()
 
-    _init_ray()
-    print(f"[1/4] preparing {csv_path} → {out / 'data'}")
-    prepared = prepare_fer2013(csv_path, out / "data")
-    train_x, train_y = load_split(prepared.root, "Training")
-    val_x, val_y = load_split(prepared.root, "PublicTest")
-    test_x, _ = load_split(prepared.root, "PrivateTest", with_labels=False)
-    data_obj = TrialData(train_x, train_y, val_x, val_y, test_x, num_classes=len(CLASSES))
-
-    print(f"[2/4] searching: {cfg.num_samples} trials, ≤{cfg.max_epochs} epochs, budget {cfg.time_budget_s}s")
-    trials = run_search(cfg, data_obj, out, name="tune")
+    print(f"[1/3] search ({cfg.name})")
+    searched = search(cfg, csv_path, out)
+    trials = searched.trials
     candidates = [t for t in trials if t.usable][: cfg.top_k]
     if not candidates:
         errors = "; ".join(f"{t.trial_id}: {t.error}" for t in trials if t.error)
@@ -80,31 +73,26 @@ def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None =
             f"no trial finished an epoch; see {out / 'tune'} ({errors or 'no errors recorded'})"
         )
 
-    print(f"[3/4] greedy ensemble selection over the top {len(candidates)} trials (PublicTest only)")
+    print(f"[2/3] greedy ensemble selection over the top {len(candidates)} trials (PublicTest only)")
+    _, val_y = load_split(searched.prepared.root, "PublicTest")
     selection = greedy_select(load_val_probs([c.checkpoint for c in candidates]), val_y)
-    report = final_report(prepared.root, [c.checkpoint for c in candidates], selection)
+    report = final_report(searched.prepared.root, [c.checkpoint for c in candidates], selection)
 
     members = [
         Member(c.trial_id, c.arch, c.arch_kwargs, float(selection.weights[i]), c.checkpoint, c.val_acc)
         for i, c in enumerate(candidates)
         if selection.counts[i] > 0
     ]
+    classes = searched.prepared.manifest.get("classes", list(CLASSES))
     export_dir = export_ensemble(
-        members, out / "export", classes=CLASSES, metrics=report, data_manifest=prepared.manifest
+        members, out / "export", classes=classes, metrics=report, data_manifest=searched.prepared.manifest
     )
-    print(f"[4/4] exported {len(members)} members to {export_dir}")
+    print(f"[3/3] exported {len(members)} members to {export_dir}")
     result = RunResult(out, trials, candidates, selection, export_dir, report, time.time() - start)
     (out / "summary.json").write_text(
         json.dumps(summary_dict(result, cfg, csv_path, synthetic), indent=2) + "\n"
     )
     return result
-
-
-def _init_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING")
 
 
 def summary_dict(r: RunResult, cfg: SearchConfig, csv_path: Path, synthetic: bool) -> dict:

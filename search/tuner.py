@@ -1,4 +1,9 @@
-"""Ray Tune + Optuna (TPE) + ASHA over architecture, dropout and learning rate."""
+"""Ray Tune + Optuna (TPE, or NSGA-II when multi-objective) + ASHA, persisted under one storage path.
+
+Layout of a search directory: ``search.json`` (the config and data it ran with), ``optuna.journal`` (the
+study, durable and safe under parallel writers, unlike SQLite), ``tune/`` (the Tune experiment: trials,
+checkpoints, searcher state), ``pareto.csv``/``pareto.png`` when multi-objective.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.config import SearchConfig
+from search.config import Domain, Range, SearchConfig
 from search.trainable import TRIAL_FILE, VAL_FILE, TrialData, train_fer
 
 METRIC = "val_acc"
+MODES = {"val_acc": "max", "latency_ms": "min", "params": "min"}
+EXPERIMENT = "tune"
 
 
 @dataclass(frozen=True)
@@ -27,47 +34,97 @@ class TrialRecord:
     checkpoint: Path | None
     status: str
     error: str | None = None
+    hparams: dict | None = None
+    metrics: dict | None = None
 
     @property
     def usable(self) -> bool:
         return self.checkpoint is not None and (self.checkpoint / VAL_FILE).is_file()
 
 
+def _suggest(trial, name: str, dom: Domain):
+    if isinstance(dom, Range):
+        if dom.step is not None and float(dom.step).is_integer() and float(dom.low).is_integer():
+            return trial.suggest_int(name, int(dom.low), int(dom.high), step=int(dom.step), log=dom.log)
+        return trial.suggest_float(name, dom.low, dom.high, log=dom.log, step=dom.step)
+    if len(dom) == 1:
+        return dom[0]
+    return trial.suggest_categorical(name, list(dom))
+
+
 class DefineSpace:
-    """Optuna define-by-run space; a class (not a closure) so Tune can pickle the searcher state."""
+    """Optuna define-by-run space: each arch's own kwargs are sampled only in that arch's trials.
+
+    A class rather than a closure so Tune can pickle the searcher state for resume.
+    """
 
     def __init__(self, cfg: SearchConfig) -> None:
         self.space = cfg.space
         self.fixed = {
             "max_epochs": cfg.max_epochs,
-            "batch_size": cfg.batch_size,
             "seed": cfg.seed,
-            "augment": cfg.augment,
-            "cpus_per_trial": cfg.cpus_per_trial,
+            "cpus_per_trial": cfg.resources.cpu,
+            "gpus_per_trial": cfg.resources.gpu,
+            "early_stop_patience": cfg.early_stop_patience,
+            "objectives": list(cfg.objectives),
         }
 
     def __call__(self, trial) -> dict:
-        arch = trial.suggest_categorical("arch", list(self.space.archs))
-        trial.suggest_float("lr", *self.space.lr, log=True)
-        trial.suggest_float("dropout", *self.space.dropout)
-        return {**self.fixed, "arch_kwargs": dict(self.space.arch_kwargs.get(arch, {}))}
+        s = self.space
+        arch = trial.suggest_categorical("arch", [a.name for a in s.archs])
+        constants = {}
+        for key, dom in s.arch(arch).kwargs.items():
+            value = _suggest(trial, f"{arch}.{key}", dom)
+            if not isinstance(dom, Range) and len(dom) == 1:
+                constants[f"{arch}.{key}"] = value
+        for name in ("lr", "dropout", "optimizer", "batch_size", "weight_decay", "label_smoothing",
+                     "class_weighted", "variant", "augment", "schedule"):  # fmt: skip
+            dom = getattr(s, name)
+            value = _suggest(trial, name, dom)
+            if not isinstance(dom, Range) and len(dom) == 1:
+                constants[name] = value
+        return {**self.fixed, **constants}
 
 
 def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, name: str = "search"):
+def _trainable(cfg: SearchConfig, data: TrialData):
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(train_fer, data=data), {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
+    )
+
+
+def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
     import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    storage = storage.resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    metrics = list(cfg.objectives)
+    if cfg.multi_objective:
+        sampler = optuna.samplers.NSGAIISampler(
+            seed=cfg.seed, population_size=max(4, min(20, cfg.num_samples))
+        )
+        metric, mode = metrics, [MODES[m] for m in metrics]
+    else:
+        sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(4, cfg.num_samples))
+        metric, mode = METRIC, "max"
     searcher = OptunaSearch(
         DefineSpace(cfg),
-        metric=METRIC,
-        mode="max",
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(4, cfg.num_samples)),
+        metric=metric,
+        mode=mode,
+        sampler=sampler,
+        study_name=cfg.name,
+        storage=JournalStorage(JournalFileBackend(str(storage / "optuna.journal"))),
+        points_to_evaluate=[dict(p) for p in cfg.points_to_evaluate] or None,
     )
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
@@ -77,16 +134,13 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, name: str = "
         grace_period=min(cfg.grace_period, cfg.max_epochs),
         reduction_factor=cfg.reduction_factor,
     )
-    trainable = tune.with_resources(
-        tune.with_parameters(train_fer, data=data), {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-    )
     callbacks = []
     if cfg.wandb != "off":
         from search.wandb_logging import wandb_callback
 
-        callbacks.append(wandb_callback(cfg, storage, name))
+        callbacks.append(wandb_callback(cfg, storage))
     return tune.Tuner(
-        trainable,
+        _trainable(cfg, data),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
@@ -97,44 +151,68 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, name: str = "
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(storage.resolve()),
+            name=EXPERIMENT,
+            storage_path=str(storage),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"
+                num_to_keep=cfg.checkpoints_to_keep,
+                checkpoint_score_attribute=METRIC,
+                checkpoint_score_order="max",
             ),
+            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks,
             verbose=1,
         ),
     )
 
 
-def run_search(cfg: SearchConfig, data: TrialData, storage: Path, name: str = "search") -> list[TrialRecord]:
-    """Run the search and return every trial, best PublicTest accuracy first."""
-    results = build_tuner(cfg, data, storage, name).fit()
-    records = [_record(r) for r in results]
+def run_search(
+    cfg: SearchConfig, data: TrialData, storage: Path, *, resume: bool = False
+) -> list[TrialRecord]:
+    """Run (or, with ``resume``, restore and finish) the search; every trial, best PublicTest first."""
+    from ray import tune
+
+    path = storage.resolve() / EXPERIMENT
+    if resume:
+        if not tune.Tuner.can_restore(str(path)):
+            raise FileNotFoundError(f"{path}: no Tune experiment to resume")
+        tuner = tune.Tuner.restore(str(path), trainable=_trainable(cfg, data), resume_unfinished=True)
+    else:
+        tuner = build_tuner(cfg, data, storage)
+    records = [_record(r) for r in tuner.fit()]
     return sorted(records, key=lambda r: (-r.val_acc, r.trial_id))
 
 
 def _record(result) -> TrialRecord:
     cfg = result.config or {}
     metrics = result.metrics or {}
-    ckpt = Path(result.checkpoint.path) if result.checkpoint is not None else None
-    best_epoch = 0
-    val_acc = float("nan")
+    best = result.get_best_checkpoint(METRIC, "max") if result.best_checkpoints else None
+    ckpt = Path(best.path) if best is not None else None
+    best_epoch, val_acc, saved_cfg = 0, -1.0, {}
     if ckpt is not None and (ckpt / TRIAL_FILE).is_file():
-        saved = json.loads((ckpt / TRIAL_FILE).read_text())["metrics"]
-        best_epoch, val_acc = int(saved["epoch"]), float(saved["val_acc"])
-    trial_id = str(metrics.get("trial_id") or Path(result.path).name)
+        saved = json.loads((ckpt / TRIAL_FILE).read_text())
+        best_epoch, val_acc, saved_cfg = (
+            int(saved["best_epoch"]),
+            float(saved["best_val_acc"]),
+            saved["config"],
+        )
     return TrialRecord(
-        trial_id=trial_id,
+        trial_id=str(metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")),
         arch=cfg.get("arch", "?"),
         lr=float(cfg.get("lr", float("nan"))),
         dropout=float(cfg.get("dropout", float("nan"))),
-        arch_kwargs=dict(cfg.get("arch_kwargs", {}) or {}),
-        val_acc=val_acc if val_acc == val_acc else -1.0,
+        arch_kwargs=dict(saved_cfg.get("arch_kwargs", {})),
+        val_acc=val_acc,
         epochs=int(metrics.get("epoch", 0)),
         best_epoch=best_epoch,
         checkpoint=ckpt,
         status="error" if result.error else "done",
-        error=str(result.error).splitlines()[0] if result.error else None,
+        error=_first_line(result.error) if result.error else None,
+        hparams={k: v for k, v in saved_cfg.items() if k != "arch_kwargs"} or None,
+        metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
     )
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln for ln in str(err).splitlines() if ln.strip()]
+    key = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else repr(err))
+    return key.strip()

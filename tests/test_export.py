@@ -10,7 +10,7 @@ import torch
 
 from search.cli import main
 from search.export import ExportError, Member, Predictor, export_ensemble
-from search.trainable import WEIGHTS_FILE, build_model, predict_proba, save_best
+from search.trainable import WEIGHTS_FILE, build_model, predict_proba, save_checkpoint
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 
@@ -26,7 +26,8 @@ def exported(tmp_path):
         d = tmp_path / f"ckpt{i}"
         d.mkdir()
         probs = predict_proba(model, images)
-        save_best(d, model, {"arch": arch, "lr": 1e-3, "dropout": 0.0}, {"epoch": 1}, probs, probs)
+        config = {"arch": arch, "lr": 1e-3, "dropout": 0.0}
+        save_checkpoint(d, model, config, {"epoch": 1}, 0.5, 1, (probs, probs, np.eye(7)))
         members.append(Member(f"t{i}", arch, {}, w, d, 0.5))
         models.append(model)
     out = export_ensemble(members, tmp_path / "export", classes=CLASSES, metrics={"x": 1})

@@ -9,7 +9,7 @@ import pytest
 
 from data_pipeline.fer2013 import load_split
 from data_pipeline.synth import write_fer2013_csv
-from search.config import SearchConfig, SearchSpace
+from search.config import ArchSpace, Range, SearchConfig, SearchSpace
 from search.export import Predictor
 from search.run import format_summary, run
 
@@ -18,7 +18,7 @@ from search.run import format_summary, run
 def test_run_end_to_end_on_synthetic(tmp_path, ray_local):
     csv_path = write_fer2013_csv(tmp_path / "synth.csv.gz", n_rows=1200, seed=5)
     cfg = SearchConfig(
-        space=SearchSpace(archs=("mini_xception",), lr=(1e-3, 3e-3)),
+        space=SearchSpace(archs=(ArchSpace("mini_xception"),), lr=Range(1e-3, 3e-3, log=True)),
         num_samples=3,
         max_epochs=3,
         grace_period=1,

@@ -1,0 +1,226 @@
+"""The search stage as a service: prepare data → Tune search (or resume) → trials table, Pareto front, W&B.
+
+Everything lives under one directory; ``search.json`` records the config and data so ``--resume`` needs
+nothing but the directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.fer2013 import CLASSES, PreparedData, load_split, prepare_fer2013
+from search.config import SearchConfig, config_from_dict
+from search.trainable import CONFUSION_FILE, TrialData
+from search.tuner import MODES, TrialRecord, run_search
+
+SPEC_FILE = "search.json"
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    out_dir: Path
+    cfg: SearchConfig
+    prepared: PreparedData
+    trials: list[TrialRecord]
+
+
+def init_ray(address: str | None = None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING")
+
+
+def load_trial_data(prepared: PreparedData, variants: Sequence[str] = ("original",)) -> TrialData:
+    """Training arrays per variant, PublicTest with labels, PrivateTest images only."""
+    missing = [v for v in variants if v != "original"]
+    if missing:
+        raise ValueError(f"data variant(s) {missing} are not prepared for {prepared.root}; use original")
+    train = {"original": load_split(prepared.root, "Training")}
+    val_x, val_y = load_split(prepared.root, "PublicTest")
+    test_x, _ = load_split(prepared.root, "PrivateTest", with_labels=False)
+    classes = tuple(prepared.manifest.get("classes", CLASSES))
+    return TrialData(train=train, val_x=val_x, val_y=val_y, test_x=test_x, classes=classes)
+
+
+def search(
+    cfg: SearchConfig, data_path: str | Path, out_dir: str | Path, *, resume: bool = False
+) -> SearchRun:
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        spec = {"config": cfg.to_dict(), "data": str(Path(data_path).resolve())}
+        (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    init_ray()
+    print(f"preparing {data_path} → {out / 'data'}")
+    prepared = prepare_fer2013(data_path, out / "data")
+    data = load_trial_data(prepared, _variants(cfg))
+    budget = f"{cfg.time_budget_s:.0f}s" if cfg.time_budget_s else "none"
+    verb = "resuming" if resume else "searching"
+    print(f"{verb}: {cfg.num_samples} trials, ≤{cfg.max_epochs} epochs, time budget {budget}, storage {out}")
+    trials = run_search(cfg, data, out, resume=resume)
+    rows = write_trials_table(trials, out / "trials.csv")
+    images = {}
+    if cfg.multi_objective:
+        front = write_pareto(rows, cfg.objectives, out)
+        images["pareto_front"] = out / "pareto.png"
+        print(f"Pareto front ({' vs '.join(cfg.objectives)}): {len(front)} trials → {out / 'pareto.csv'}")
+    best = next((t for t in trials if t.usable), None)
+    if best is not None and (best.checkpoint / CONFUSION_FILE).is_file():
+        images["confusion_best_trial"] = plot_confusion(
+            np.load(best.checkpoint / CONFUSION_FILE), data.classes, out / "confusion_best_trial.png"
+        )
+    if cfg.wandb != "off":
+        from search.wandb_logging import log_summary
+
+        log_summary(cfg, out, rows, images)
+    return SearchRun(out, cfg, prepared, trials)
+
+
+def resume(out_dir: str | Path) -> SearchRun:
+    """Finish an interrupted search: finished trials are kept, the rest of the budget runs."""
+    out = Path(out_dir).resolve()
+    spec_path = out / SPEC_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{spec_path}: missing; {out} is not a fersearch search directory")
+    spec = json.loads(spec_path.read_text())
+    return search(config_from_dict(spec["config"]), spec["data"], out, resume=True)
+
+
+def _variants(cfg: SearchConfig) -> tuple[str, ...]:
+    dom = cfg.space.variant
+    return tuple(dom) if isinstance(dom, tuple) else ("original",)
+
+
+def trial_row(t: TrialRecord) -> dict:
+    row = {
+        "trial_id": t.trial_id,
+        "status": t.status,
+        "arch": t.arch,
+        **(t.hparams or {"lr": t.lr, "dropout": t.dropout}),
+        **{f"arch.{k}": v for k, v in t.arch_kwargs.items()},
+        "val_acc": t.val_acc,
+        "best_epoch": t.best_epoch,
+        "epochs": t.epochs,
+    }
+    for key in ("val_macro_f1", "params", "latency_ms", "train_images_per_s"):
+        if t.metrics and key in t.metrics:
+            row[key] = t.metrics[key]
+    if t.error:
+        row["error"] = t.error
+    return row
+
+
+def write_trials_table(trials: Sequence[TrialRecord], path: Path) -> list[dict]:
+    rows = [trial_row(t) for t in trials]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
+def pareto_front(rows: Sequence[dict], objectives: Sequence[str]) -> list[dict]:
+    """Rows no other row beats on every objective (val_acc up, latency/params down)."""
+    sign = {o: 1.0 if MODES[o] == "max" else -1.0 for o in objectives}
+    ok = [r for r in rows if all(isinstance(r.get(o), int | float) for o in objectives) and r["val_acc"] >= 0]
+
+    def dominates(a: dict, b: dict) -> bool:
+        ge = all(sign[o] * a[o] >= sign[o] * b[o] for o in objectives)
+        return ge and any(sign[o] * a[o] > sign[o] * b[o] for o in objectives)
+
+    return [r for r in ok if not any(dominates(o, r) for o in ok if o is not r)]
+
+
+def write_pareto(rows: Sequence[dict], objectives: Sequence[str], out: Path) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = sorted(pareto_front(rows, objectives), key=lambda r: r[objectives[1]])
+    with open(out / "pareto.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["trial_id", "arch", *objectives])
+        w.writeheader()
+        w.writerows({k: r.get(k) for k in ["trial_id", "arch", *objectives]} for r in front)
+    x_key = objectives[1]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = [r for r in rows if isinstance(r.get(x_key), int | float) and r["val_acc"] >= 0]
+    ax.scatter([r[x_key] for r in pts], [r["val_acc"] for r in pts], c="0.6", label="trials")
+    ax.plot([r[x_key] for r in front], [r["val_acc"] for r in front], "o-", c="C3", label="Pareto front")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("PublicTest accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png", dpi=100)
+    plt.close(fig)
+    return front
+
+
+def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (PublicTest)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def read_trials(out_dir: str | Path) -> list[dict]:
+    """The trials of a search directory, read without Ray: ``trials.csv`` once the search has ended,
+    else each trial's latest Tune result (a search still running, or interrupted)."""
+    out = Path(out_dir)
+    path = out / "trials.csv"
+    if path.is_file():
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    rows = []
+    for trial_dir in sorted((out / "tune").glob("trial_*")):
+        params = (
+            json.loads((trial_dir / "params.json").read_text())
+            if (trial_dir / "params.json").is_file()
+            else {}
+        )
+        lines = (
+            (trial_dir / "result.json").read_text().splitlines()
+            if (trial_dir / "result.json").is_file()
+            else []
+        )
+        last = json.loads(lines[-1]) if lines else {}
+        best = max((json.loads(ln).get("val_acc", -1) for ln in lines), default=-1)
+        status = (
+            "error" if (trial_dir / "error.txt").is_file() else ("done" if last.get("done") else "running")
+        )
+        keep = ("arch", "lr", "dropout", "optimizer", "batch_size", "schedule")
+        rows.append(
+            {
+                "trial_id": trial_dir.name.removeprefix("trial_"),
+                "status": status,
+                **{k: params[k] for k in keep if k in params},
+                "val_acc": best,
+                "epochs": last.get("epoch", 0),
+            }
+        )
+    if not rows:
+        raise FileNotFoundError(f"{out}: no trials.csv and no Tune trials under {out / 'tune'}")
+    return [{k: ("" if v is None else str(v)) for k, v in r.items()} for r in rows]

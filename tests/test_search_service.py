@@ -1,0 +1,168 @@
+"""The search service on a real local Ray with small synthetic data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data_pipeline.synth import write_fer2013_csv
+from search.config import ArchSpace, Range, SearchConfig, SearchSpace
+from search.service import pareto_front, read_trials, resume, search
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = SearchSpace(
+    archs=(ArchSpace("mini_xception", {"width": (0.5,)}),),
+    lr=Range(1e-3, 3e-3, log=True),
+    dropout=Range(0.0, 0.2),
+)
+
+
+@pytest.fixture(scope="module")
+def synth_csv(tmp_path_factory):
+    return write_fer2013_csv(tmp_path_factory.mktemp("synth") / "synth.csv.gz", n_rows=500, seed=11)
+
+
+def _epochs_per_trial(out: Path) -> dict[str, list[int]]:
+    runs = {}
+    for result in sorted((out / "tune").glob("trial_*/result.json")):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        runs[result.parent.name.removeprefix("trial_")] = [r["epoch"] for r in lines]
+    return runs
+
+
+@pytest.mark.slow
+def test_asha_stops_trials_and_a_diverging_trial_fails_while_the_search_finishes(
+    tmp_path, ray_local, synth_csv
+):
+    cfg = SearchConfig(
+        name="asha",
+        space=TINY,
+        num_samples=6,
+        max_epochs=4,
+        grace_period=1,
+        reduction_factor=3,
+        points_to_evaluate=({"arch": "mini_xception", "lr": 3e-3, "dropout": 0.0, "optimizer": "sgd"},),
+        seed=1,
+    )
+    diverging = {"lr": 1e5}
+    cfg = cfg.replace(points_to_evaluate=({**cfg.points_to_evaluate[0], **diverging},))
+    cfg = cfg.replace(
+        space=SearchSpace(**{**TINY.__dict__, "lr": Range(1e-3, 1e5, log=True), "optimizer": ("adam", "sgd")})
+    )
+    result = search(cfg, synth_csv, tmp_path / "s")
+    by_status = {t.trial_id: t for t in result.trials}
+    assert len(by_status) == 6
+    failed = [t for t in result.trials if t.status == "error"]
+    assert len(failed) == 1 and "diverged" in failed[0].error
+    done = [t for t in result.trials if t.status == "done"]
+    assert len(done) == 5 and all(t.usable for t in done)
+    epochs = [t.epochs for t in done]
+    assert max(epochs) == 4 and min(epochs) < 4, f"ASHA should stop some trials early: {epochs}"
+    rows = read_trials(tmp_path / "s")
+    assert {r["trial_id"] for r in rows} == set(by_status)
+    assert (tmp_path / "s" / "confusion_best_trial.png").is_file()
+
+
+@pytest.mark.slow
+def test_multi_objective_writes_a_pareto_front(tmp_path, ray_local, synth_csv):
+    space = SearchSpace(
+        archs=(ArchSpace("mini_xception", {"width": (0.25, 0.5, 1.0)}),), lr=Range(1e-3, 3e-3)
+    )
+    cfg = SearchConfig(
+        name="mo", space=space, objectives=("val_acc", "latency_ms"), num_samples=4, max_epochs=1
+    )
+    result = search(cfg, synth_csv, tmp_path / "mo")
+    front = (tmp_path / "mo" / "pareto.csv").read_text().splitlines()
+    assert front[0] == "trial_id,arch,val_acc,latency_ms" and len(front) >= 2
+    assert (tmp_path / "mo" / "pareto.png").stat().st_size > 1000
+    rows = read_trials(tmp_path / "mo")
+    assert all(float(r["latency_ms"]) > 0 for r in rows)
+    assert len(result.trials) == 4
+
+
+def test_pareto_front_keeps_only_non_dominated_rows():
+    rows = [
+        {"trial_id": "a", "val_acc": 0.6, "latency_ms": 1.0},
+        {"trial_id": "b", "val_acc": 0.7, "latency_ms": 2.0},
+        {"trial_id": "c", "val_acc": 0.5, "latency_ms": 1.5},
+        {"trial_id": "d", "val_acc": 0.7, "latency_ms": 3.0},
+        {"trial_id": "e", "val_acc": 0.8, "latency_ms": 5.0},
+    ]
+    assert [r["trial_id"] for r in pareto_front(rows, ("val_acc", "latency_ms"))] == ["a", "b", "e"]
+
+
+@pytest.mark.slow
+def test_wandb_offline_runs_hold_the_logged_metrics(tmp_path, ray_local, synth_csv):
+    cfg = SearchConfig(name="wb", space=TINY, num_samples=2, max_epochs=2, wandb="offline")
+    search(cfg, synth_csv, tmp_path / "wb")
+    runs = sorted((tmp_path / "wb" / "wandb").rglob("offline-run-*"))
+    assert len(runs) >= 3, runs  # two trials + the summary run
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "wb" / "wandb").rglob("wandb-summary.json")]
+    trial_summaries = [s for s in summaries if "val_acc" in s]
+    assert len(trial_summaries) == 2 and all(0 <= s["val_acc"] <= 1 for s in trial_summaries)
+    assert any("best_val_acc" in s for s in summaries)
+
+
+@pytest.mark.slow
+def test_sigkill_driver_then_resume_keeps_finished_trials_and_runs_the_rest(tmp_path, ray_local):
+    synth_csv = write_fer2013_csv(tmp_path / "synth.csv.gz", n_rows=1500, seed=12)
+    out = tmp_path / "killed"
+    spec = {
+        "name": "killme",
+        "data": str(synth_csv),
+        "num_samples": 5,
+        "max_epochs": 3,
+        "grace_period": 3,
+        "max_concurrent_trials": 1,
+        "space": {"archs": [{"mini_xception": {"width": [0.5]}}], "lr": {"low": 0.001, "high": 0.003}},
+    }
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray_child"), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log = open(tmp_path / "driver.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "search", str(spec_path), "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    finished: set[str] = set()
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            finished = {t for t, ep in _epochs_per_trial(out).items() if ep and ep[-1] == 3}
+            if len(finished) >= 2:
+                break
+            time.sleep(1)
+        assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert len(finished) >= 2, "two trials should finish within the deadline"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    before = _epochs_per_trial(out)
+    finished = {t for t, ep in before.items() if ep and ep[-1] == 3}
+    assert len(finished) < 5, "the kill came too late to test resume"
+
+    result = resume(out)
+    after = _epochs_per_trial(out)
+    ids = [t.trial_id for t in result.trials]
+    assert len(ids) == len(set(ids)) == 5, ids
+    assert finished <= set(ids)
+    for t in finished:
+        assert after[t] == before[t] == [1, 2, 3], f"finished trial {t} was re-run: {after[t]}"
+    assert all(t.status == "done" for t in result.trials)
+    assert all(ep[-1] == 3 and ep == sorted(set(ep)) for ep in after.values()), after
