@@ -48,7 +48,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     root = Path(args.run) / "data" if args.run else Path(tempfile.mkdtemp()) / "data"
-    prepare_fer2013(args.data, root)
+    if not (root / "manifest.json").is_file():
+        prepare_fer2013(args.data, root)
     x, y = load_split(root, "Training")
     vx, vy = load_split(root, "PublicTest")
     tx, ty = load_split(root, "PrivateTest")

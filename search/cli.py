@@ -112,6 +112,17 @@ def format_trials(rows: list[dict], sort: str, columns: tuple[str, ...] | None =
     return "\n".join(lines + (["errors:", *errors] if errors else []))
 
 
+def _export(args: argparse.Namespace) -> int:
+    from search.compare import format_rows
+    from search.run import select_and_export
+
+    result = select_and_export(args.search_dir, args.top_k, args.out)
+    print(format_rows(result.rows))
+    tta = " with flip TTA" if result.chosen.tta else ""
+    print(f"exported {result.chosen.name}{tta} ({len(result.chosen.weights)} members) to {result.export_dir}")
+    return 0
+
+
 def _trials(args: argparse.Namespace) -> int:
     print(format_trials(_rows(Path(args.dir)), args.sort))
     return 0
@@ -193,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", help="search directory (default runs/<name>-<timestamp>)")
     _budget_flags(se)
     se.set_defaults(func=_search)
+
+    ex = sub.add_parser(
+        "export", help="compare ensembles of a finished search and export the best (PublicTest)"
+    )
+    ex.add_argument("search_dir")
+    ex.add_argument("--top-k", type=int, default=8, help="candidates: the k best trials")
+    ex.add_argument("--out", help="export directory (default <search_dir>/export)")
+    ex.set_defaults(func=_export)
 
     tr = sub.add_parser("trials", help="table of a search directory's trials")
     tr.add_argument("dir")

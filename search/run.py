@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from data_pipeline.fer2013 import CLASSES, load_split
+from data_pipeline.fer2013 import CLASSES
+from search.compare import Candidate, Row, Strategy, compare, format_rows
 from search.config import SearchConfig, demo_config, quick_config
-from search.ensemble import Selection, greedy_select, load_val_probs
 from search.export import Member, export_ensemble
-from search.report import final_report
-from search.service import search
+from search.report_html import write_report
+from search.service import search, trial_row
+from search.trainable import TRIAL_FILE, VAL_FILE
 from search.tuner import TrialRecord
 
 DATA_ENV = "FERSEARCH_FER2013"
@@ -45,14 +46,75 @@ def resolve_data(data: str | Path | None, out_dir: Path, seed: int = 0) -> tuple
 
 
 @dataclass(frozen=True)
+class ExportResult:
+    """The comparison of ensembling strategies and the exported one (chosen on PublicTest)."""
+
+    candidates: list[Candidate]
+    rows: list[Row]
+    chosen: Strategy
+    export_dir: Path
+    report: Path
+
+
+@dataclass(frozen=True)
 class RunResult:
     out_dir: Path
     trials: list[TrialRecord]
-    candidates: list[TrialRecord]
-    selection: Selection
-    export_dir: Path
-    report: dict
+    exported: ExportResult
     wall_s: float
+
+
+def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
+    """The best-epoch checkpoint (with predictions) of each trial, best PublicTest accuracy first."""
+    best: dict[str, tuple[float, Path]] = {}
+    for trial_file in (search_dir / "tune").glob(f"trial_*/checkpoint_*/{TRIAL_FILE}"):
+        ckpt = trial_file.parent
+        if not (ckpt / VAL_FILE).is_file():
+            continue
+        trial = ckpt.parent.name.removeprefix("trial_")
+        acc = float(json.loads(trial_file.read_text())["best_val_acc"])
+        if trial not in best or acc > best[trial][0]:
+            best[trial] = (acc, ckpt)
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_k]
+    return [Candidate.from_checkpoint(trial, ckpt) for trial, (_, ckpt) in ranked]
+
+
+def select_and_export(search_dir: str | Path, top_k: int = 8, out: str | Path | None = None) -> ExportResult:
+    """Compare ensembling strategies over the top-k trials and export the greedy ensemble (± flip TTA)
+    that scores best on PublicTest."""
+    root = Path(search_dir).resolve()
+    candidates = find_candidates(root, top_k)
+    if not candidates:
+        raise RuntimeError(f"{root}: no trial checkpoint with PublicTest predictions; did any trial finish?")
+    data_root = root / "data"
+    comparison = compare(candidates, data_root)
+    rows = comparison.rows
+    greedy = [r for r in rows if r.strategy == "greedy selection"]
+    pick = max(greedy, key=lambda r: (r.public_acc, not r.tta))
+    strategy = comparison.strategies[(pick.strategy, pick.tta)]
+    manifest = json.loads((data_root / "manifest.json").read_text())
+    members = [
+        Member(candidates[i].name, candidates[i].arch, candidates[i].arch_kwargs, w, candidates[i].checkpoint,
+               candidates[i].val_acc)
+        for i, w in strategy.weights.items()
+    ]  # fmt: skip
+    metrics = {
+        "chosen": {"strategy": pick.strategy, "tta": pick.tta},
+        "PublicTest": {"acc": pick.public_acc},
+        "PrivateTest": {"acc": pick.private_acc, "macro_f1": pick.private_macro_f1, "ci95": list(pick.ci95)},
+        "comparison": [asdict(r) for r in rows],
+    }
+    export_dir = export_ensemble(
+        members,
+        Path(out) if out else root / "export",
+        classes=manifest.get("classes", list(CLASSES)),
+        metrics=metrics,
+        data_manifest=manifest,
+        tta=pick.tta,
+    )
+    (root / "comparison.txt").write_text(format_rows(rows) + "\n")
+    report = write_report(root, rows, pick, comparison.private_confusion[(pick.strategy, pick.tta)])
+    return ExportResult(candidates, rows, strategy, export_dir, report)
 
 
 def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None = None) -> RunResult:
@@ -63,68 +125,45 @@ def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None =
     if cfg is None:
         cfg = demo_config() if synthetic else quick_config()
 
-    print(f"[1/3] search ({cfg.name})")
+    print(f"[1/2] search ({cfg.name})")
     searched = search(cfg, csv_path, out)
-    trials = searched.trials
-    candidates = [t for t in trials if t.usable][: cfg.top_k]
-    if not candidates:
-        errors = "; ".join(f"{t.trial_id}: {t.error}" for t in trials if t.error)
-        raise RuntimeError(
-            f"no trial finished an epoch; see {out / 'tune'} ({errors or 'no errors recorded'})"
-        )
-
-    print(f"[2/3] greedy ensemble selection over the top {len(candidates)} trials (PublicTest only)")
-    _, val_y = load_split(searched.prepared.root, "PublicTest")
-    selection = greedy_select(load_val_probs([c.checkpoint for c in candidates]), val_y)
-    report = final_report(searched.prepared.root, [c.checkpoint for c in candidates], selection)
-
-    members = [
-        Member(c.trial_id, c.arch, c.arch_kwargs, float(selection.weights[i]), c.checkpoint, c.val_acc)
-        for i, c in enumerate(candidates)
-        if selection.counts[i] > 0
-    ]
-    classes = searched.prepared.manifest.get("classes", list(CLASSES))
-    export_dir = export_ensemble(
-        members, out / "export", classes=classes, metrics=report, data_manifest=searched.prepared.manifest
-    )
-    print(f"[3/3] exported {len(members)} members to {export_dir}")
-    result = RunResult(out, trials, candidates, selection, export_dir, report, time.time() - start)
-    (out / "summary.json").write_text(
-        json.dumps(summary_dict(result, cfg, csv_path, synthetic), indent=2) + "\n"
-    )
+    print(f"[2/2] ensembles over the top {cfg.top_k} trials, chosen on PublicTest; export")
+    exported = select_and_export(out, cfg.top_k)
+    result = RunResult(out, searched.trials, exported, time.time() - start)
+    summary = summary_dict(result, cfg, csv_path, synthetic)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return result
 
 
 def summary_dict(r: RunResult, cfg: SearchConfig, csv_path: Path, synthetic: bool) -> dict:
+    e = r.exported
+    best = next(row for row in e.rows if row.strategy == "best single" and not row.tta)
+    chosen = next(row for row in e.rows if (row.strategy, row.tta) == (e.chosen.name, e.chosen.tta))
     return {
         "data": str(csv_path),
         "synthetic": synthetic,
         "config": cfg.to_dict(),
         "wall_s": round(r.wall_s, 1),
-        "trials": [
-            {
-                "trial_id": t.trial_id,
-                "arch": t.arch,
-                "lr": t.lr,
-                "dropout": t.dropout,
-                "val_acc": t.val_acc,
-                "epochs": t.epochs,
-                "best_epoch": t.best_epoch,
-                "status": t.status,
-                "error": t.error,
+        "trials": [trial_row(t) for t in r.trials],
+        "ensemble": {
+            "strategy": e.chosen.name,
+            "tta": e.chosen.tta,
+            "members": [{"trial_id": e.candidates[i].name, "weight": w} for i, w in e.chosen.weights.items()],
+        },
+        "scores": {
+            split: {
+                "best_single": {"acc": getattr(best, key)},
+                "ensemble": {"acc": getattr(chosen, key)},
             }
-            for t in r.trials
-        ],
-        "ensemble": [
-            {"trial_id": r.candidates[i].trial_id, "weight": float(r.selection.weights[i])}
-            for i in r.selection.members
-        ],
-        "scores": r.report,
-        "export": str(r.export_dir),
+            for split, key in (("PublicTest", "public_acc"), ("PrivateTest", "private_acc"))
+        },
+        "comparison": [asdict(row) for row in e.rows],
+        "export": str(e.export_dir),
     }
 
 
 def format_summary(r: RunResult) -> str:
+    e = r.exported
     lines = ["", "Trials (best PublicTest accuracy first):"]
     lines.append(f"  {'trial':<12} {'arch':<16} {'lr':>9} {'dropout':>8} {'epochs':>6} {'PublicTest':>10}")
     for t in r.trials:
@@ -133,15 +172,21 @@ def format_summary(r: RunResult) -> str:
         lines.append(
             f"  {t.trial_id:<12} {t.arch:<16} {t.lr:>9.2e} {t.dropout:>8.3f} {t.epochs:>6} {acc:>10}{extra}"
         )
-    lines.append("Ensemble members (greedy selection with replacement on PublicTest):")
-    for i in r.selection.members:
-        c = r.candidates[i]
-        lines.append(f"  {c.trial_id:<12} {c.arch:<16} weight {r.selection.weights[i]:.3f}")
-    lines.append(f"  {'':<12} {'':<16} {'PublicTest':>10} {'PrivateTest':>11}")
-    for key, label in (("best_single", "best single"), ("ensemble", "ensemble")):
-        pub, priv = r.report["PublicTest"][key]["acc"], r.report["PrivateTest"][key]["acc"]
-        lines.append(f"  {label:<29} {pub:>10.4f} {priv:>11.4f}")
-    lines.append(f"Export: {r.export_dir}")
+    lines.append("")
+    lines.append("Ensembles (each chosen on PublicTest; PrivateTest is the final report):")
+    lines.extend("  " + line for line in format_rows(e.rows).splitlines())
+    lines.append("")
+    tta = " with flip TTA" if e.chosen.tta else ""
+    lines.append(f"Exported: {e.chosen.name}{tta}, members and weights:")
+    for i, w in e.chosen.weights.items():
+        c = e.candidates[i]
+        lines.append(f"  {c.name:<12} {c.arch:<16} weight {w:.3f}")
+    best = next(row for row in e.rows if row.strategy == "best single" and not row.tta)
+    chosen = next(row for row in e.rows if (row.strategy, row.tta) == (e.chosen.name, e.chosen.tta))
+    lines.append(f"  {'':<29} {'PublicTest':>10} {'PrivateTest':>11}")
+    lines.append(f"  {'best single trial':<29} {best.public_acc:>10.4f} {best.private_acc:>11.4f}")
+    lines.append(f"  {'exported ensemble':<29} {chosen.public_acc:>10.4f} {chosen.private_acc:>11.4f}")
+    lines.append(f"Export: {e.export_dir}   report: {e.report}")
     lines.append(f"Logs and trials: {r.out_dir / 'tune'}   summary: {r.out_dir / 'summary.json'}")
     lines.append(f"Wall time: {r.wall_s / 60:.1f} min")
     return "\n".join(lines)

@@ -66,3 +66,44 @@ def log_summary(
     run_dir = Path(run.dir).parent
     run.finish()
     return run_dir
+
+
+def read_offline_run(run_dir: str | Path) -> tuple[list[dict], dict]:
+    """(history rows, summary) of an offline W&B run, read from its ``run-*.wandb`` log.
+
+    Lets users (and tests) check what an offline run holds before ``wandb sync``. The file is a LevelDB-style
+    log: a 7-byte header, then 32 KiB blocks of records (4-byte CRC, 2-byte length, 1-byte type).
+    """
+    import json
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = next(Path(run_dir).glob("run-*.wandb")).read_bytes()
+    block, pos, pending = 32768, 7, b""
+    history: list[dict] = []
+    summary: dict = {}
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (2, 3):
+            pending = chunk if kind == 2 else pending + chunk
+            continue
+        payload, pending = (pending + chunk, b"") if kind == 4 else (chunk, pending)
+        if kind not in (1, 4):
+            continue
+        record = pb.Record()
+        record.ParseFromString(payload)
+        which = record.WhichOneof("record_type")
+        if which == "history":
+            history.append(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            )
+        elif which == "summary":
+            summary.update(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
+            )
+    return history, summary

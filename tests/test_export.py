@@ -39,11 +39,23 @@ def test_export_roundtrip_matches_weighted_average(exported):
     out, images, expected = exported
     manifest = json.loads((out / "manifest.json").read_text())
     assert [m["arch"] for m in manifest["members"]] == ["mini_xception", "vgg_fer11"]
-    assert set(manifest["files"]) == {"member_0.safetensors", "member_1.safetensors"}
-    predictor = Predictor.from_dir(out)
-    got = predictor.predict_proba(images)
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    assert set(manifest["files"]) == {"member_0.safetensors", "member_1.safetensors", "model.onnx"}
+    assert manifest["versions"]["torch"].startswith("2.13.0")
+    for backend in ("torch", "onnx"):
+        predictor = Predictor.from_dir(out, backend=backend)
+        got = predictor.predict_proba(images)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+
+
+def test_onnx_graph_and_torch_members_agree(exported):
+    out, _, _ = exported
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, size=(64, 48, 48), dtype=np.uint8)
+    via_onnx = Predictor.from_dir(out, backend="onnx").predict_proba(images)
+    via_torch = Predictor.from_dir(out, backend="torch").predict_proba(images)
+    assert Predictor.from_dir(out).backend == "onnx"
+    assert np.abs(via_onnx - via_torch).max() <= 1e-4
 
 
 def test_pickle_weights_are_refused(exported, tmp_path):
@@ -108,8 +120,8 @@ def test_predict_cli_on_images_and_csv(exported, tmp_path, capsys):
         "rows.csv:row 2",
     ]
     probs = np.array([[r["probabilities"][c] for c in CLASSES] for r in records])
-    np.testing.assert_allclose(probs[0], expected[0], atol=1e-5)
-    np.testing.assert_allclose(probs[2:], expected[:3], atol=1e-5)
+    np.testing.assert_allclose(probs[0], expected[0], atol=1e-4)
+    np.testing.assert_allclose(probs[2:], expected[:3], atol=1e-4)
     assert records[0]["class"] == CLASSES[int(expected[0].argmax())]
 
 

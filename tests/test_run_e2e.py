@@ -31,7 +31,7 @@ def test_run_end_to_end_on_synthetic(tmp_path, ray_local):
     assert all(t.status == "done" and t.usable for t in result.trials)
     assert [t.val_acc for t in result.trials] == sorted((t.val_acc for t in result.trials), reverse=True)
     assert max(t.epochs for t in result.trials) == 3
-    assert result.selection.members
+    assert result.exported.chosen.weights and (result.out_dir / "report" / "report.html").is_file()
 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert {t["trial_id"] for t in summary["trials"]} == {t.trial_id for t in result.trials}
@@ -42,11 +42,11 @@ def test_run_end_to_end_on_synthetic(tmp_path, ray_local):
         >= summary["scores"]["PublicTest"]["best_single"]["acc"]
     )
 
-    predictor = Predictor.from_dir(result.export_dir)
+    predictor = Predictor.from_dir(result.exported.export_dir)
     test_x, test_y = load_split(tmp_path / "run" / "data", "PrivateTest")
     acc = float(np.mean(predictor.predict_proba(test_x).argmax(1) == test_y))
     assert acc == pytest.approx(summary["scores"]["PrivateTest"]["ensemble"]["acc"], abs=1e-6)
     assert acc > 1 / 7 + 0.05, "three short trials should already beat chance on the synthetic faces"
 
     text = format_summary(result)
-    assert "best single" in text and "ensemble" in text and str(result.export_dir) in text
+    assert "best single" in text and "ensemble" in text and str(result.exported.export_dir) in text

@@ -1,0 +1,170 @@
+"""Which way of combining the trials wins: best single, unweighted top-k (paper 004), greedy selection.
+
+Every combination is chosen on PublicTest; PrivateTest labels are read once, in ``score``, after all
+choices are fixed. With test-time augmentation (TTA) each model's probabilities are the mean over the image
+and its horizontal mirror.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from data_pipeline.fer2013 import load_split
+from search.ensemble import Selection, accuracy, greedy_select, load_val_probs
+from search.report import scores
+from search.trainable import TEST_FILE, TRIAL_FILE, VAL_FILE, WEIGHTS_FILE, build_model, predict_proba
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model that may join an ensemble: its best-epoch checkpoint and identity."""
+
+    name: str
+    arch: str
+    arch_kwargs: dict
+    checkpoint: Path
+    val_acc: float
+
+    @classmethod
+    def from_checkpoint(cls, name: str, checkpoint: Path) -> Candidate:
+        saved = json.loads((checkpoint / TRIAL_FILE).read_text())
+        cfg = saved["config"]
+        return cls(name, cfg["arch"], cfg.get("arch_kwargs", {}), checkpoint, float(saved["best_val_acc"]))
+
+    def load(self, num_classes: int) -> torch.nn.Module:
+        model = build_model(self.arch, num_classes, 0.0, self.arch_kwargs)
+        model.load_state_dict(load_file(str(self.checkpoint / WEIGHTS_FILE)))
+        return model.eval()
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named ensemble: member indices (into the candidate list) and weights, chosen on PublicTest."""
+
+    name: str
+    tta: bool
+    weights: dict[int, float]
+
+    def combine(self, probs: Sequence[np.ndarray]) -> np.ndarray:
+        return sum(w * probs[i] for i, w in self.weights.items())
+
+
+@dataclass(frozen=True)
+class Row:
+    strategy: str
+    tta: bool
+    members: list[str]
+    weights: list[float]
+    public_acc: float
+    private_acc: float
+    private_macro_f1: float
+    ci95: tuple[float, float]
+    ms_per_1000: float
+
+
+def _selection_weights(sel: Selection) -> dict[int, float]:
+    w = sel.weights
+    return {i: float(w[i]) for i in sel.members}
+
+
+def choose(val_probs: Sequence[np.ndarray], val_y: np.ndarray, tta: bool, top_k: int = 3) -> list[Strategy]:
+    """The strategies, each fixed from PublicTest probabilities and labels only."""
+    order = sorted(range(len(val_probs)), key=lambda i: (-accuracy(val_probs[i], val_y), i))
+    k = min(top_k, len(order))
+    return [
+        Strategy("best single", tta, {order[0]: 1.0}),
+        Strategy(f"top-{k} average", tta, {i: 1.0 / k for i in order[:k]}),
+        Strategy("greedy selection", tta, _selection_weights(greedy_select(val_probs, val_y))),
+    ]
+
+
+def bootstrap_ci(correct: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(correct), size=(n, len(correct)))
+    means = correct[idx].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def time_per_1000(models: Sequence[torch.nn.Module], images: np.ndarray, tta: bool) -> float:
+    """Milliseconds to classify 1000 images in batches of 32 (paper 004's protocol) with these members."""
+    batch = images[:1000]
+    start = time.perf_counter()
+    for m in models:
+        for i in range(0, len(batch), 32):
+            chunk = batch[i : i + 32]
+            predict_proba(m, chunk, batch_size=32)
+            if tta:
+                predict_proba(m, chunk[:, :, ::-1], batch_size=32)
+    return 1000 * (time.perf_counter() - start) * 1000 / len(batch)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    rows: list[Row]
+    strategies: dict[tuple[str, bool], Strategy]
+    private_confusion: dict[tuple[str, bool], np.ndarray]
+
+
+def compare(candidates: Sequence[Candidate], data_root: Path, *, top_k: int = 3) -> Comparison:
+    """The comparison table, the strategies by (name, tta), and their PrivateTest confusion matrices."""
+    val_x, val_y = load_split(data_root, "PublicTest")
+    test_x, _ = load_split(data_root, "PrivateTest", with_labels=False)
+    num_classes = int(np.load(candidates[0].checkpoint / VAL_FILE).shape[1])
+    models = [c.load(num_classes) for c in candidates]
+    plain_val = load_val_probs([c.checkpoint for c in candidates])
+    plain_test = [np.load(c.checkpoint / TEST_FILE) for c in candidates]
+    tta_val = [(p + predict_proba(m, val_x[:, :, ::-1])) / 2 for p, m in zip(plain_val, models, strict=True)]
+    tta_test = [
+        (p + predict_proba(m, test_x[:, :, ::-1])) / 2 for p, m in zip(plain_test, models, strict=True)
+    ]
+
+    strategies = choose(plain_val, val_y, False, top_k) + choose(tta_val, val_y, True, top_k)
+    _, test_y = load_split(data_root, "PrivateTest")
+    rows, chosen, confusion = [], {}, {}
+    for s in strategies:
+        val_p, test_p = (tta_val, tta_test) if s.tta else (plain_val, plain_test)
+        combined = s.combine(test_p)
+        sc = scores(combined, test_y)
+        members = [models[i] for i in s.weights]
+        rows.append(
+            Row(
+                strategy=s.name,
+                tta=s.tta,
+                members=[candidates[i].name for i in s.weights],
+                weights=[round(w, 4) for w in s.weights.values()],
+                public_acc=accuracy(s.combine(val_p), val_y),
+                private_acc=sc["acc"],
+                private_macro_f1=sc["macro_f1"],
+                ci95=bootstrap_ci((combined.argmax(1) == test_y).astype(np.float64)),
+                ms_per_1000=time_per_1000(members, test_x, s.tta),
+            )
+        )
+        chosen[(s.name, s.tta)] = s
+        confusion[(s.name, s.tta)] = multiclass_confusion_matrix(
+            torch.from_numpy(combined), torch.from_numpy(test_y), num_classes=num_classes
+        ).numpy()
+    return Comparison(rows, chosen, confusion)
+
+
+def format_rows(rows: Sequence[Row]) -> str:
+    head = (
+        f"{'strategy':<18} {'TTA':<4} {'PublicTest':>10} {'PrivateTest':>11} {'95% CI':>15} "
+        f"{'macro-F1':>8} {'ms/1000':>8}  members"
+    )
+    lines = [head]
+    for r in rows:
+        members = ", ".join(f"{m}×{w:.2f}" for m, w in zip(r.members, r.weights, strict=True))
+        lines.append(
+            f"{r.strategy:<18} {'yes' if r.tta else 'no':<4} {r.public_acc:>10.4f} {r.private_acc:>11.4f} "
+            f"{r.ci95[0]:>7.4f}-{r.ci95[1]:.4f} {r.private_macro_f1:>8.4f} {r.ms_per_1000:>8.0f}  {members}"
+        )
+    return "\n".join(lines)
