@@ -1,6 +1,6 @@
 """How much of the machine a search spends training, and how fast trials train vs a bare loop.
 
-    python benchmarks/search_efficiency.py --data ../shared/data/fer2013.csv.gz --minutes 10
+    python -m benchmarks.search_efficiency --data ../shared/data/fer2013.csv.gz --minutes 10
 
 Prints, from one run on this machine:
 (a) busy fraction: Σ over trials and epochs of (train_s + eval_s) ÷ (cores × search wall time);

@@ -4,7 +4,7 @@ Adam, cosine LR over the wall-time budget, flip + shift augmentation, all thread
 Prints PublicTest / PrivateTest accuracy and, given ``--run <fersearch run dir>``, the run's ensemble
 beside it (same split files, same machine, measured in this process for the baseline).
 
-    python benchmarks/single_model_baseline.py --data ../shared/data/fer2013.csv.gz --minutes 20 \
+    python -m benchmarks.single_model_baseline --data ../shared/data/fer2013.csv.gz --minutes 20 \
         --run runs/real-quick
 """
 
