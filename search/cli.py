@@ -40,9 +40,18 @@ def _default_out(prefix: str) -> Path:
     return Path(f"runs/{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def _connect(args: argparse.Namespace) -> None:
+    if getattr(args, "address", None):
+        from search.service import init_ray
+
+        init_ray(args.address)
+
+
 def _run(args: argparse.Namespace) -> int:
     from search.config import demo_config, quick_config
     from search.run import format_summary, resolve_data, run
+
+    _connect(args)
 
     out = Path(args.out) if args.out else _default_out("run")
     csv_path, synthetic = resolve_data(args.data, out.resolve())
@@ -56,6 +65,7 @@ def _search(args: argparse.Namespace) -> int:
     from search.config import load_spec
     from search.service import resume, search
 
+    _connect(args)
     if args.resume:
         result = resume(args.resume)
     else:
@@ -185,6 +195,10 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.25")
     p.add_argument("--wandb", choices=["off", "offline", "online"], help="W&B logging (default off)")
+    p.add_argument(
+        "--address",
+        help="connect to a running Ray cluster (auto, ray://host:10001, host:6379) instead of local",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -120,16 +121,18 @@ def _check_weights_file(file: Path) -> None:
 def export_onnx(net: torch.nn.Module, path: Path, side: int = 48) -> Path:
     net.eval()
     dummy = torch.full((2, 1, side, side), 128.0)
-    torch.onnx.export(
-        net,
-        (dummy,),
-        str(path),
-        input_names=["pixels"],
-        output_names=["probabilities"],
-        dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # fixed 48x48 spatial size is intended
+        torch.onnx.export(
+            net,
+            (dummy,),
+            str(path),
+            input_names=["pixels"],
+            output_names=["probabilities"],
+            dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 

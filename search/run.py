@@ -64,8 +64,16 @@ class RunResult:
     wall_s: float
 
 
+PRUNE_BELOW_BEST = 0.10
+
+
 def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
-    """The best-epoch checkpoint (with predictions) of each trial, best PublicTest accuracy first."""
+    """The best-epoch checkpoint (with predictions) of each of the top-k trials, best PublicTest first.
+
+    The library is pruned to trials within ``PRUNE_BELOW_BEST`` of the best PublicTest accuracy (Caruana et
+    al. 2006, "Getting the most out of ensemble selection"): a barely trained model's near-flat outputs can
+    otherwise win greedy steps on a small validation set by nudging ties, which is fitting noise.
+    """
     best: dict[str, tuple[float, Path]] = {}
     for trial_file in (search_dir / "tune").glob(f"trial_*/checkpoint_*/{TRIAL_FILE}"):
         ckpt = trial_file.parent
@@ -76,6 +84,7 @@ def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
         if trial not in best or acc > best[trial][0]:
             best[trial] = (acc, ckpt)
     ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_k]
+    ranked = [kv for kv in ranked if kv[1][0] >= ranked[0][1][0] - PRUNE_BELOW_BEST]
     return [Candidate.from_checkpoint(trial, ckpt) for trial, (_, ckpt) in ranked]
 
 

@@ -31,10 +31,16 @@ class SearchRun:
 
 
 def init_ray(address: str | None = None) -> None:
+    """A local Ray instance by default; ``address`` (``auto``, ``host:6379``, ``ray://host:10001``) joins a
+    running cluster, where local-start options such as the dashboard flag are not allowed."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING")
 
 
 def load_trial_data(prepared: PreparedData, variants: Sequence[str] = ("original",)) -> TrialData:

@@ -197,7 +197,7 @@ def _record(result) -> TrialRecord:
         )
     return TrialRecord(
         trial_id=str(metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")),
-        arch=cfg.get("arch", "?"),
+        arch=cfg.get("arch", "-"),
         lr=float(cfg.get("lr", float("nan"))),
         dropout=float(cfg.get("dropout", float("nan"))),
         arch_kwargs=dict(saved_cfg.get("arch_kwargs", {})),
@@ -205,7 +205,7 @@ def _record(result) -> TrialRecord:
         epochs=int(metrics.get("epoch", 0)),
         best_epoch=best_epoch,
         checkpoint=ckpt,
-        status="error" if result.error else "done",
+        status="error" if result.error else ("done" if metrics.get("epoch") else "no result (budget)"),
         error=_first_line(result.error) if result.error else None,
         hparams={k: v for k, v in saved_cfg.items() if k != "arch_kwargs"} or None,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},

@@ -102,3 +102,20 @@ def test_bootstrap_interval_brackets_the_mean():
     correct = (np.random.default_rng(1).random(2000) < 0.6).astype(float)
     lo, hi = bootstrap_ci(correct)
     assert lo < correct.mean() < hi and hi - lo < 0.06
+
+
+def test_library_is_pruned_to_trials_near_the_best(search_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "search"
+    shutil.copytree(search_dir / "tune", copy / "tune")
+    weak = copy / "tune" / "trial_weak" / "checkpoint_000000"
+    shutil.copytree(copy / "tune" / "trial_t2" / "checkpoint_000000", weak)
+    best = max(c.val_acc for c in find_candidates(copy, top_k=8))
+    trial = json.loads((weak / "trial.json").read_text())
+    trial["best_val_acc"] = best - 0.11
+    (weak / "trial.json").write_text(json.dumps(trial))
+    assert "weak" not in {c.name for c in find_candidates(copy, top_k=8)}
+    trial["best_val_acc"] = best - 0.09
+    (weak / "trial.json").write_text(json.dumps(trial))
+    assert "weak" in {c.name for c in find_candidates(copy, top_k=8)}
