@@ -132,7 +132,7 @@ def write_report(search_dir: Path, rows: Sequence[Row], chosen: Row, ensemble_co
         "Accuracy vs model size, Pareto front": accuracy_vs_size(trials, out / "accuracy_vs_size.png"),
         "Exported ensemble weights": ensemble_weights(chosen.members, chosen.weights, out / "weights.png"),
         "Confusion matrix of the exported ensemble (PrivateTest, final report)": plot_confusion(
-            ensemble_confusion, manifest["classes"], out / "confusion_ensemble.png"
+            ensemble_confusion, manifest["classes"], out / "confusion_ensemble.png", split="PrivateTest"
         ),
         "Class distribution of the data": class_distribution(manifest, out / "class_distribution.png"),
     }

@@ -170,7 +170,7 @@ def write_pareto(rows: Sequence[dict], objectives: Sequence[str], out: Path) -> 
     return front
 
 
-def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Path:
+def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, split: str = "PublicTest") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,7 +185,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Pa
         for j in range(len(classes)):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7)
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true (PublicTest)")
+    ax.set_ylabel(f"true ({split})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
