@@ -1,1 +1,8 @@
-"""Multi-node Ray cluster configs and job submission (see the README; filled in by the cluster issue)."""
+"""Running the search on a multi-node Ray cluster.
+
+Configs: ``aws.yaml`` / ``gcp.yaml`` (Ray cluster launcher), ``kuberay/`` (RayCluster, RayJob, shared
+volume), ``specs/`` (cluster search specs), checked offline by ``validate``. Code: ``submit`` (``fersearch
+submit``: a search as a Ray Job), ``job`` (the job's driver), ``train_in_tune`` (data-parallel trials with
+Ray Train inside Tune), ``local`` (a real multi-node cluster on one machine), ``placement`` (which node
+each trial ran on). See ``cluster/README.md``.
+"""

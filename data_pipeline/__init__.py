@@ -1,1 +1,6 @@
-"""Ingest FER benchmarks into Parquet with a manifest (Ray Data), and the embedded synthetic set."""
+"""FER benchmarks → Parquet per split with a manifest, on Ray Data: sources (FER2013, FER+, CK+, JAFFE,
+image folders), face ROI, and balanced / filtered / one-vs-rest variants; plus the embedded synthetic set.
+
+Entry points: :func:`data_pipeline.prepare.prepare` with a :class:`data_pipeline.config.PrepareConfig`,
+and :func:`data_pipeline.dataset.load_split` to read a prepared split.
+"""

@@ -1,140 +1,149 @@
-"""FER2013 Kaggle CSV (``emotion,pixels,Usage``) → Parquet per split, on Ray Data.
+"""FER2013 Kaggle CSV (``emotion,pixels,Usage``, plain or ``.gz``) → decoded rows, on Ray Data.
 
-Ray Data parses and decodes in parallel; the driver then walks the decoded blocks in file order so every
-row keeps its source row number, bad rows land in ``quarantine.csv`` with a reason, and the Parquet output
-is deterministic (one file per split, rows in source order).
+The driver cuts the file into byte ranges of whole lines (a ``.gz`` is first inflated once, since a gzip
+stream cannot be split, overlapping Ray's start-up when it can). Ray Data tasks read their range and
+decode the pixel strings in parallel (Arrow's split and checked cast for a clean batch; a batch with bad
+rows takes a vectorised byte-level parse and names each bad row's problem). Rows are numbered from their
+range, so bad rows are quarantined with their source row number whatever order the tasks finish in.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-PIPELINE_VERSION = "0.1.0"
-CLASSES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
-SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
-HEADER: tuple[str, ...] = ("emotion", "pixels", "Usage")
-SIDE = 48
-N_PIXELS = SIDE * SIDE
-
-SCHEMA = pa.schema(
-    [("row", pa.int64()), ("label", pa.int8()), ("image", pa.binary(N_PIXELS))],
-    metadata={"image": "uint8 48x48 row-major grayscale", "row": "0-based data row of the source CSV"},
+from data_pipeline import preprocess as pp
+from data_pipeline.config import PreprocessConfig
+from data_pipeline.dataset import (
+    CLASSES,
+    PIPELINE_VERSION,
+    SIDE,
+    SPLITS,
+    DataError,
+    PreparedData,
+    Quarantined,
+    Rows,
+    image_array,
+    load_split,
+    sha256_file,
 )
+from data_pipeline.engine import batches, ensure_ray, first_error_line
 
+__all__ = [
+    "CLASSES",
+    "HEADER",
+    "PIPELINE_VERSION",
+    "SPLITS",
+    "DataError",
+    "PreparedData",
+    "check_header",
+    "load_split",
+    "prepare_fer2013",
+    "read_fer2013",
+    "sha256_file",
+]
 
-class DataError(ValueError):
-    """Input that cannot be ingested; the message names the file (and row where known)."""
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """Where a prepared dataset lives and what it holds."""
-
-    root: Path
-    manifest: dict
-
-    def split_path(self, split: str) -> Path:
-        return self.root / f"{split}.parquet"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+HEADER: tuple[str, ...] = ("emotion", "pixels", "Usage")
+N_PIXELS = SIDE * SIDE
+_CSV_ERRORS = ("CSV", "ArrowInvalid", "EOFError", "gzip", "Compressed", "truncated")
 
 
 def _open_text(path: Path):
     return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
 
 
-def check_header(path: Path) -> None:
+def check_header(path: Path, header: tuple[str, ...] = HEADER) -> None:
     try:
-        with _open_text(path) as f:
-            header = next(csv.reader(f), None)
+        with _open_text(Path(path)) as f:
+            got = next(csv.reader(f), None)
     except (OSError, UnicodeDecodeError, EOFError) as e:
         raise DataError(f"{path}: cannot read as a (gzipped) CSV: {e}") from e
-    if header is None:
-        raise DataError(f"{path}: file is empty, expected header {','.join(HEADER)}")
-    if tuple(h.strip() for h in header) != HEADER:
-        raise DataError(f"{path}: row 0 (header) is {','.join(header)!r}, expected {','.join(HEADER)!r}")
+    if got is None:
+        raise DataError(f"{path}: file is empty, expected header {','.join(header)}")
+    if tuple(h.strip() for h in got) != header:
+        raise DataError(f"{path}: row 0 (header) is {','.join(got)!r}, expected {','.join(header)!r}")
 
 
-def decode_batch(batch: pa.Table) -> pa.Table:
-    """Validate and decode one batch of raw CSV rows.
+def parse_pixels(col: pa.Array, n_values: int = N_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Space-separated decimal strings → uint8 ``(n, n_values)`` and a per-row ok mask, in one
+    vectorised pass over the string bytes (any run of spaces separates). For a batch with bad rows:
+    rows it rejects (wrong count, a non-digit, > 255, empty) go to :func:`decode_pixels` for a reason."""
+    n = len(col)
+    out = np.zeros((n, n_values), dtype=np.uint8)
+    if n == 0:
+        return out, np.zeros(0, dtype=bool)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = col.cast(pa.string())
+    wide = pa.types.is_large_string(col.type)
+    itemsize = 8 if wide else 4
+    offs = np.frombuffer(
+        col.buffers()[1], dtype=np.int64 if wide else np.int32, count=n + 1, offset=col.offset * itemsize
+    ).astype(np.int64)
+    data_buf = col.buffers()[2]
+    lo, hi = int(offs[0]), int(offs[-1])
+    buf = np.frombuffer(data_buf, dtype=np.uint8)[lo:hi] if data_buf is not None else np.zeros(0, np.uint8)
+    rs, re = offs[:-1] - lo, offs[1:] - lo
 
-    Fast path: one vectorised split + cast for the whole batch. A batch with a bad row falls back to
-    row-by-row decoding so only that row is quarantined, with its reason.
-    """
-    labels_raw = batch.column("emotion").combine_chunks()
-    usage = batch.column("Usage").combine_chunks()
-    pixels = batch.column("pixels").combine_chunks()
-    n = len(batch)
-    images: list[bytes | None] = [None] * n
-    errors: list[str | None] = [None] * n
-    labels = np.full(n, -1, dtype=np.int8)
+    def per_row(positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(positions, re) - np.searchsorted(positions, rs)
 
+    digit = (buf >= 48) & (buf <= 57)
+    bad_char = per_row(np.flatnonzero(~(digit | (buf == 32)))) > 0
+    prev = np.zeros_like(digit)
+    prev[1:] = digit[:-1]
+    nxt = np.zeros_like(digit)
+    nxt[:-1] = digit[1:]
+    filled = re > rs
+    prev[rs[filled]] = False
+    nxt[re[filled] - 1] = False
+    starts = np.flatnonzero(digit & ~prev)
+    ends = np.flatnonzero(digit & ~nxt) + 1
+    length = ends - starts
+    val = buf[ends - 1].astype(np.int32) - 48
+    two, three = length >= 2, length >= 3
+    val[two] += 10 * (buf[ends[two] - 2].astype(np.int32) - 48)
+    val[three] += 100 * (buf[ends[three] - 3].astype(np.int32) - 48)
+    bad_tok = np.flatnonzero((length > 3) | (val > 255))
+    first, last = np.searchsorted(starts, rs), np.searchsorted(starts, re)
+    n_bad = np.searchsorted(bad_tok, last) - np.searchsorted(bad_tok, first)
+    valid = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    ok = valid & ~bad_char & (last - first == n_values) & (n_bad == 0)
+    if ok.all():
+        out[:] = val.astype(np.uint8).reshape(n, n_values)
+    elif ok.any():
+        out[ok] = val[first[ok][:, None] + np.arange(n_values)].astype(np.uint8)
+    return out, ok
+
+
+def fast_pixels(col: pa.Array, n_values: int = N_PIXELS) -> np.ndarray | None:
+    """Arrow's split + checked cast: the quickest parse of a clean batch; None if any row is not clean."""
     try:
-        parts = pc.split_pattern(pc.utf8_trim_whitespace(pixels), " ")
-        lengths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-        flat = pc.cast(pc.list_flatten(parts), pa.uint8()).to_numpy()
-        ok_fast = bool(np.all(lengths == N_PIXELS)) and flat.size == n * N_PIXELS
+        parts = pc.split_pattern(col, " ")
+        lengths = pc.list_value_length(parts)
+        if lengths.null_count or pc.min_max(lengths).as_py() != {"min": n_values, "max": n_values}:
+            return None
+        flat = pc.cast(pc.list_flatten(parts), pa.uint8()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        ok_fast = False
-    if ok_fast:
-        buf = flat.reshape(n, N_PIXELS)
-        images = [buf[i].tobytes() for i in range(n)]
-    else:
-        for i, s in enumerate(pixels.to_pylist()):
-            images[i], errors[i] = _decode_row(s)
-
-    for i, (lab, use) in enumerate(zip(labels_raw.to_pylist(), usage.to_pylist(), strict=True)):
-        if errors[i]:
-            continue
-        try:
-            value = int(str(lab).strip())
-        except (TypeError, ValueError):
-            errors[i] = f"emotion {lab!r} is not an integer"
-            continue
-        if not 0 <= value < len(CLASSES):
-            errors[i] = f"emotion {value} out of range 0..{len(CLASSES) - 1}"
-        elif use not in SPLITS:
-            errors[i] = f"Usage {use!r} is not one of {', '.join(SPLITS)}"
-        else:
-            labels[i] = value
-    for i in range(n):
-        if errors[i]:
-            images[i] = None
-    return pa.table(
-        {
-            "label": pa.array(labels, pa.int8()),
-            "usage": usage.cast(pa.string()),
-            "image": pa.array(images, pa.binary(N_PIXELS)),
-            "error": pa.array(errors, pa.string()),
-            "raw_emotion": labels_raw.cast(pa.string()),
-        }
-    )
+        return None
+    return flat.reshape(len(col), n_values)
 
 
-def _decode_row(s: str | None) -> tuple[bytes | None, str | None]:
-    if s is None:
+def decode_pixels(s: str | None, n_values: int = N_PIXELS) -> tuple[np.ndarray | None, str | None]:
+    """One pixel string the slow, forgiving way (any whitespace): the image or why it is bad."""
+    if s is None or not s.strip():
         return None, "pixels field is empty"
     tokens = s.split()
-    if len(tokens) != N_PIXELS:
-        return None, f"pixels has {len(tokens)} values, expected {N_PIXELS}"
+    if len(tokens) != n_values:
+        return None, f"pixels has {len(tokens)} values, expected {n_values}"
     try:
         values = np.array([int(t) for t in tokens], dtype=np.int64)
     except ValueError:
@@ -142,26 +151,228 @@ def _decode_row(s: str | None) -> tuple[bytes | None, str | None]:
         return None, f"pixels has a non-integer value {bad!r}"
     if values.min() < 0 or values.max() > 255:
         return None, f"pixel value out of range 0..255 (min {values.min()}, max {values.max()})"
-    return values.astype(np.uint8).tobytes(), None
+    return values.astype(np.uint8), None
 
 
-def _read_decoded(path: Path, parallelism: int | None) -> Iterator[pa.Table]:
+def _labels(raw: pa.Array, n_classes: int) -> tuple[np.ndarray, list[str | None]]:
+    errors: list[str | None] = [None] * len(raw)
+    try:
+        cast = pc.cast(pc.utf8_trim_whitespace(raw), pa.int64())
+        nulls = np.asarray(cast.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        values = pc.fill_null(cast, -1).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = np.full(len(raw), -1, dtype=np.int64)
+        nulls = np.zeros(len(raw), dtype=bool)
+        for i, lab in enumerate(raw.to_pylist()):
+            try:
+                values[i] = int(str(lab).strip())
+            except (TypeError, ValueError):
+                errors[i] = f"emotion {lab!r} is not an integer"
+    for i in np.flatnonzero(nulls | (values < 0) | (values >= n_classes)):
+        if errors[i] is None:
+            errors[i] = (
+                "emotion is empty"
+                if nulls[i]
+                else f"emotion {int(values[i])} out of range 0..{n_classes - 1}"
+            )
+    return np.where((values >= 0) & (values < n_classes), values, -1).astype(np.int8), errors
+
+
+def decode_batch(batch: pa.Table, pre: PreprocessConfig | None = None) -> pa.Table:
+    """Ray Data UDF: validate and decode one batch of raw CSV rows (then preprocess, if asked).
+
+    Returns split (-1 when bad), label, image, error / kind (null when fine) and the raw emotion and Usage
+    strings (for the quarantine file and the FER+ alignment check)."""
+    pre = pre or PreprocessConfig()
+    raw_emotion = batch.column("emotion").combine_chunks().cast(pa.string())
+    usage = batch.column("Usage").combine_chunks().cast(pa.string())
+    n = len(batch)
+    pixels = batch.column("pixels").combine_chunks()
+    fast = fast_pixels(pixels) if n else None
+    images, ok = (fast, np.ones(n, dtype=bool)) if fast is not None else parse_pixels(pixels)
+    errors: list[str | None] = [None] * n
+    kinds: list[str | None] = [None] * n
+    if not ok.all():
+        for i in np.flatnonzero(~ok):
+            img, errors[i] = decode_pixels(pixels[int(i)].as_py())
+            if img is not None:
+                images[i] = img
+    labels, label_errors = _labels(raw_emotion, len(CLASSES))
+    split = pc.index_in(pc.utf8_trim_whitespace(usage), value_set=pa.array(SPLITS)).to_numpy(
+        zero_copy_only=False
+    )
+    split = np.nan_to_num(np.asarray(split, dtype=np.float64), nan=-1).astype(np.int8)
+    for i in range(n):
+        if errors[i] is None and label_errors[i] is not None:
+            errors[i] = label_errors[i]
+        if errors[i] is None and split[i] < 0:
+            errors[i] = f"Usage {usage[i].as_py()!r} is not one of {', '.join(SPLITS)}"
+        if errors[i] is not None:
+            kinds[i] = "bad"
+    out = images.reshape(n, SIDE, SIDE)
+    if not pre.identity_for(SIDE, SIDE):
+        cv2_threads_off()
+        out = np.zeros((n, pre.size, pre.size), dtype=np.uint8)
+        for i in range(n):
+            if errors[i] is None:
+                img, _, no_face = pp.preprocess(images[i].reshape(SIDE, SIDE), pre)
+                if img is None:
+                    errors[i], kinds[i] = no_face, "no_face"
+                else:
+                    out[i] = img
+    for i in range(n):
+        if errors[i] is not None:
+            split[i] = -1
+    return pa.table(
+        {
+            "split": pa.array(split, pa.int8()),
+            "label": pa.array(labels, pa.int8()),
+            "image": image_array(out),
+            "error": pa.array(errors, pa.string()),
+            "kind": pa.array(kinds, pa.string()),
+            "raw_emotion": raw_emotion,
+            "usage": usage,
+        }
+    )
+
+
+def diagnose_csv(src: Path, n_fields: int = len(HEADER)) -> str | None:
+    """The first structurally broken row (wrong field count, truncated file), found with the ``csv``
+    module: only run after a failed read, to name the row."""
+    try:
+        with _open_text(src) as f:
+            reader = csv.reader(f)
+            next(reader, None)
+            for i, rec in enumerate(reader):
+                if len(rec) != n_fields:
+                    return f"row {i} (line {reader.line_num}): Expected {n_fields} columns, got {len(rec)}"
+    except (OSError, EOFError, csv.Error, UnicodeDecodeError) as e:
+        return f"cannot read past row {i if 'i' in locals() else 0}: {e}"
+    return None
+
+
+def cv2_threads_off() -> None:
+    """One OpenCV thread per Ray task: Ray already runs one task per core."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+CHUNK_BYTES = 8 << 20
+
+
+def line_ranges(path: Path, n: int | None = None) -> list[tuple[int, int]]:
+    """Byte ranges ``[start, end)`` of whole lines covering a plain CSV's data rows (header excluded):
+    ``n`` of them, or one per ``CHUNK_BYTES``."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.readline()
+        cuts = [f.tell()]
+        n = n or max(1, -(-(size - cuts[0]) // CHUNK_BYTES))
+        for k in range(1, n):
+            f.seek(cuts[0] + k * (size - cuts[0]) // n)
+            f.readline()
+            cuts.append(min(f.tell(), size))
+    cuts.append(size)
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def inflate(src: Path, scratch: Path) -> Path:
+    """A gzip stream cannot be split: inflate it once so tasks can read line ranges in parallel."""
+    plain = scratch / src.with_suffix("").name
+    try:
+        with gzip.open(src, "rb") as f, open(plain, "wb") as out:
+            shutil.copyfileobj(f, out, 4 << 20)
+    except (OSError, EOFError) as e:
+        with open(plain, "rb") as part:
+            done = max(0, sum(block.count(b"\n") for block in iter(lambda: part.read(4 << 20), b"")) - 1)
+        raise DataError(f"{src}: malformed CSV: cannot read past row {done}: {e}") from e
+    return plain
+
+
+def parse_range(batch: pa.Table, pre: PreprocessConfig) -> pa.Table:
+    """Ray Data UDF: read one line range of the CSV and decode it; rows are tagged with their chunk and
+    position in it."""
+    out = []
+    string = pa.string()
+    columns = [batch[c].to_pylist() for c in ("chunk", "path", "start", "end")]
+    for chunk, path, start, end in zip(*columns, strict=True):
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(data),
+                read_options=pacsv.ReadOptions(column_names=list(HEADER), use_threads=False),
+                convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(HEADER, string)),
+            )
+        except pa.ArrowInvalid as e:
+            raise ValueError(f"CSV parse error in chunk {chunk}: {e}") from e
+        decoded = decode_batch(table, pre)
+        n = len(decoded)
+        decoded = decoded.append_column("chunk", pa.array(np.full(n, chunk, dtype=np.int32)))
+        out.append(decoded.append_column("local", pa.array(np.arange(n, dtype=np.int64))))
+    return pa.concat_tables(out)
+
+
+def read_fer2013(
+    src: Path, pre: PreprocessConfig, *, scratch: Path | None = None, parallelism: int | None = None
+) -> tuple[Rows, pa.Array]:
+    """All rows of a Kaggle-layout CSV (bad ones quarantined), plus every row's raw ``Usage`` string.
+
+    Ray Data tasks read and decode line ranges of the file (a ``.gz`` is first inflated into ``scratch``,
+    which must be visible to every node, while Ray starts). Rows are numbered from each range's position
+    and row count, not from the order tasks finish in."""
+    import ray
     import ray.data
 
-    string = pa.string()
-    ds = ray.data.read_csv(
-        str(path),
-        convert_options=pacsv.ConvertOptions(
-            column_types={"emotion": string, "pixels": string, "Usage": string},
-            include_columns=list(HEADER),
-        ),
-        arrow_open_stream_args={"compression": "gzip"} if path.suffix == ".gz" else None,
-        override_num_blocks=parallelism,
-    )
-    ds = ds.map_batches(decode_batch, batch_format="pyarrow", batch_size=2048)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
+    check_header(src)
+    with tempfile.TemporaryDirectory(prefix=".inflate-", dir=scratch) as tmp:
+        if src.suffix != ".gz":
+            plain = src
+            ensure_ray()
+        elif ray.is_initialized():
+            plain = inflate(src, Path(tmp))
+        else:
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(inflate, src, Path(tmp))
+                ensure_ray()
+                plain = pending.result()
+        ranges = line_ranges(plain, parallelism)
+        if not ranges:
+            raise DataError(f"{src}: no data rows after the header")
+        blocks = [
+            pa.table({"chunk": [i], "path": [str(plain.resolve())], "start": [a], "end": [b]})
+            for i, (a, b) in enumerate(ranges)
+        ]
+        ds = ray.data.from_arrow(blocks)
+        ds = ds.map_batches(parse_range, batch_format="pyarrow", batch_size=1, fn_kwargs={"pre": pre})
+        try:
+            parts = list(batches(ds))
+        except Exception as e:  # Ray wraps the parse error; find the row with the csv module
+            if first_error_line(e, _CSV_ERRORS) is None:
+                raise
+            why = diagnose_csv(src) or first_error_line(e, _CSV_ERRORS)
+            raise DataError(f"{src}: malformed CSV: {why}") from e
+    table = pa.concat_tables(parts)
+    chunk = table["chunk"].to_numpy()
+    sizes = np.bincount(chunk, minlength=len(ranges))
+    rows = (np.cumsum(sizes) - sizes)[chunk] + table["local"].to_numpy()
+    order = np.argsort(rows, kind="stable")
+    table = table.take(pa.array(order))
+    rows = rows[order]
+    total = int(sizes.sum())
+    if total == 0:
+        raise DataError(f"{src}: no data rows after the header")
+    bad = np.asarray(pc.is_valid(table["error"]).to_numpy(zero_copy_only=False), dtype=bool)
+    quarantine = []
+    for i in np.flatnonzero(bad):
+        origin = f"emotion={table['raw_emotion'][i].as_py()} Usage={table['usage'][i].as_py()}"
+        why = table["error"][i].as_py()
+        quarantine.append(Quarantined(int(rows[i]), table["kind"][i].as_py(), why, origin))
+    good = table.select(["split", "label", "image"]).filter(pa.array(~bad))
+    good = good.add_column(0, "row", pa.array(rows[~bad], pa.int64()))
+    return Rows(good, quarantine, total, CLASSES, pre.size, pre.size), table["usage"].combine_chunks()
 
 
 def prepare_fer2013(
@@ -171,135 +382,16 @@ def prepare_fer2013(
     max_bad_fraction: float = 0.01,
     parallelism: int | None = None,
 ) -> PreparedData:
-    """Ingest a Kaggle-layout FER2013 CSV (plain or ``.gz``) into ``out_dir``.
+    """Ingest a Kaggle-layout FER2013 CSV (plain or ``.gz``) into ``out_dir`` (the *original* variant).
 
-    Writes ``<split>.parquet`` (row, label, image), ``quarantine.csv`` (row, reason, emotion, Usage) and
-    ``manifest.json``. A directory already prepared from the same source bytes is reused as it is.
-    Fails if more than ``max_bad_fraction`` of the rows are bad.
+    Writes ``<split>.parquet`` (row, label, image), ``quarantine.csv`` and ``manifest.json``. A directory
+    already prepared from the same source bytes and options is reused as it is. Fails if more than
+    ``max_bad_fraction`` of the rows are bad.
     """
-    src = Path(csv_path)
-    out = Path(out_dir)
-    if not src.is_file():
-        raise DataError(f"{src}: no such file")
-    digest = sha256_file(src)
-    manifest_path = out / "manifest.json"
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if old.get("source_sha256") == digest and old.get("pipeline_version") == PIPELINE_VERSION:
-            if all((out / f"{s}.parquet").is_file() for s in SPLITS):
-                return PreparedData(out, old)
-    check_header(src)
-    out.mkdir(parents=True, exist_ok=True)
+    from data_pipeline.config import PrepareConfig, SourceConfig
+    from data_pipeline.prepare import build_original
 
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
-
-    per_split: dict[str, list[pa.Table]] = {s: [] for s in SPLITS}
-    quarantined: list[tuple[int, str, str, str]] = []
-    offset = 0
-    try:
-        for batch in _read_decoded(src, parallelism):
-            n = len(batch)
-            rows = np.arange(offset, offset + n, dtype=np.int64)
-            offset += n
-            err = batch.column("error")
-            bad = pc.is_valid(err).to_numpy(zero_copy_only=False)
-            if bad.any():
-                for i in np.flatnonzero(bad):
-                    quarantined.append(
-                        (
-                            int(rows[i]),
-                            err[i].as_py(),
-                            batch["raw_emotion"][i].as_py(),
-                            batch["usage"][i].as_py(),
-                        )
-                    )
-            good = batch.filter(pa.array(~bad))
-            good_rows = rows[~bad]
-            usage = good.column("usage").to_numpy(zero_copy_only=False)
-            for split in SPLITS:
-                mask = usage == split
-                if mask.any():
-                    sel = good.filter(pa.array(mask))
-                    per_split[split].append(
-                        pa.table(
-                            {"row": good_rows[mask], "label": sel["label"], "image": sel["image"]},
-                            schema=SCHEMA,
-                        )
-                    )
-    except pa.ArrowInvalid as e:
-        raise DataError(f"{src}: malformed CSV: {e}") from e
-    except Exception as e:  # Ray wraps worker errors; surface the CSV reason with the file name
-        if "CSV parse error" in str(e) or "ArrowInvalid" in str(e):
-            raise DataError(f"{src}: malformed CSV: {_first_line(e)}") from e
-        raise
-
-    total = offset
-    if total == 0:
-        raise DataError(f"{src}: no data rows after the header")
-    if len(quarantined) > max_bad_fraction * total:
-        first = "; ".join(f"row {r}: {why}" for r, why, *_ in quarantined[:3])
-        raise DataError(
-            f"{src}: {len(quarantined)} of {total} rows are bad (> {max_bad_fraction:.1%} allowed); "
-            f"first: {first}"
-        )
-
-    counts: dict[str, dict[str, int]] = {}
-    for split in SPLITS:
-        table = pa.concat_tables(per_split[split]) if per_split[split] else SCHEMA.empty_table()
-        pq.write_table(table, out / f"{split}.parquet", compression="zstd")
-        hist = np.bincount(table["label"].to_numpy(), minlength=len(CLASSES)) if len(table) else np.zeros(7)
-        counts[split] = {c: int(hist[i]) for i, c in enumerate(CLASSES)}
-    with open(out / "quarantine.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["row", "reason", "emotion", "Usage"])
-        w.writerows(quarantined)
-
-    manifest = {
-        "source": str(src.resolve()),
-        "source_sha256": digest,
-        "format": "fer2013-kaggle-csv",
-        "variant": "original",
-        "pipeline_version": PIPELINE_VERSION,
-        "classes": list(CLASSES),
-        "image": {"height": SIDE, "width": SIDE, "channels": 1, "dtype": "uint8"},
-        "rows_in": total,
-        "rows_written": total - len(quarantined),
-        "rows_quarantined": len(quarantined),
-        "counts": counts,
-        "files": {s: f"{s}.parquet" for s in SPLITS},
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return PreparedData(out, manifest)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e)
-    for line in text.splitlines():
-        if "CSV parse error" in line or "ArrowInvalid" in line:
-            return line.strip()
-    return text.splitlines()[0] if text else repr(e)
-
-
-def load_split(
-    root: str | Path, split: str, *, with_labels: bool = True
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images ``uint8 (N, 48, 48)`` and labels ``int64 (N,)`` of one split of a prepared directory.
-
-    ``with_labels=False`` never reads the label column: the search gets PrivateTest images this way, so
-    nothing in it can score against PrivateTest labels.
-    """
-    path = Path(root) / f"{split}.parquet"
-    if not path.is_file():
-        raise DataError(f"{path}: missing; run `fersearch data prepare` first")
-    cols = ["image", "label"] if with_labels else ["image"]
-    table = pq.read_table(path, columns=cols)
-    flat = table.column("image").combine_chunks()
-    buf = np.frombuffer(
-        flat.buffers()[1], dtype=np.uint8, count=len(flat) * N_PIXELS, offset=flat.offset * N_PIXELS
+    cfg = PrepareConfig(
+        SourceConfig("fer2013", Path(csv_path)), max_bad_fraction=max_bad_fraction, parallelism=parallelism
     )
-    images = buf.reshape(len(flat), SIDE, SIDE).copy()
-    labels = table.column("label").to_numpy().astype(np.int64) if with_labels else None
-    return images, labels
+    return build_original(cfg, Path(out_dir))

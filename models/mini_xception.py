@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import SeparableConv2d, check_model_args, init_weights
+from .layers import SeparableConv2d, StridedPointwiseConv2d, check_input_size, check_model_args, init_weights
 from .registry import register_model
 
 __all__ = ["MiniXception", "mini_xception", "mini_xception_a"]
@@ -39,7 +39,7 @@ class XceptionModule(nn.Module):
     def __init__(self, in_chs: int, out_chs: int) -> None:
         super().__init__()
         self.shortcut = nn.Sequential(
-            nn.Conv2d(in_chs, out_chs, 1, stride=2, bias=False),
+            StridedPointwiseConv2d(in_chs, out_chs, stride=2),
             nn.BatchNorm2d(out_chs),
         )
         self.main = nn.Sequential(
@@ -65,14 +65,21 @@ class MiniXception(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 7, in_chans: int = 1, width: float = 1.0, dropout: float = 0.0
+        self,
+        num_classes: int = 7,
+        in_chans: int = 1,
+        width: float = 1.0,
+        dropout: float = 0.0,
+        input_size: int = 48,
     ) -> None:
         super().__init__()
         check_model_args(num_classes, in_chans, dropout)
+        check_input_size(input_size, 5)
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.input_size = input_size
         stem_chs = _scale(_STEM_CHS, width)
         chs = [_scale(c, width) for c in _MODULE_CHS]
         self.num_features = chs[-1]
@@ -109,7 +116,7 @@ def mini_xception(num_classes: int = 7, in_chans: int = 1, **kwargs) -> MiniXcep
     (the reference Keras model reports 58,423 including the 1,472 non-trainable BN moving statistics).
 
     kwargs: ``width`` (float, 1.0; multiplies every channel count), ``dropout`` (float, 0.0; Dropout2d
-    before the head conv).
+    before the head conv), ``input_size`` (int, 48; informative only, any input >= 5x5 works).
     """
     return MiniXception(num_classes=num_classes, in_chans=in_chans, **kwargs)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import AdaptiveAvgPool2dExportable, check_model_args, init_weights
+from .layers import AdaptiveAvgPool2dExportable, check_input_size, check_model_args, init_weights
 from .registry import register_model
 
 __all__ = ["VggFer", "vgg_fer11"]
@@ -42,12 +42,19 @@ class VggFer(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 7, in_chans: int = 1, dropout: float = 0.5, pool_size: int = _POOL_SIZE
+        self,
+        num_classes: int = 7,
+        in_chans: int = 1,
+        dropout: float = 0.5,
+        pool_size: int = _POOL_SIZE,
+        input_size: int = 48,
     ) -> None:
         super().__init__()
         check_model_args(num_classes, in_chans, dropout)
+        check_input_size(input_size, 16)
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.input_size = input_size
         layers: list[nn.Module] = []
         prev = in_chans
         for chs in _GROUP_CHS:
@@ -86,6 +93,7 @@ def vgg_fer11(num_classes: int = 7, in_chans: int = 1, **kwargs) -> VggFer:
     meets FC 256; flattening it directly would give 1,796,519, so the 2x2 adaptive average pool (1024
     features) is the reading that matches the paper's count (+0.6%).
 
-    kwargs: ``dropout`` (float, 0.5; before each of the three FC layers), ``pool_size`` (int, 2).
+    kwargs: ``dropout`` (float, 0.5; before each of the three FC layers), ``pool_size`` (int, 2),
+    ``input_size`` (int, 48; informative only, any input >= 16x16 works).
     """
     return VggFer(num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,10 @@ def _overrides(args: argparse.Namespace, base):
 
 
 def _default_out(prefix: str) -> Path:
-    return Path(f"runs/{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+    """Under ``$FERSEARCH_STORAGE`` when set (a path every cluster node mounts), else ``./runs``."""
+    return (
+        Path(os.environ.get("FERSEARCH_STORAGE", ".")) / "runs" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
 
 
 def _connect(args: argparse.Namespace) -> None:
@@ -233,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_trials)
 
     register_data_commands(sub)
+    from cluster.cli import register as register_cluster_commands
+
+    register_cluster_commands(sub)
 
     pd = sub.add_parser("predict", help="classify images, folders or a Kaggle CSV with an exported ensemble")
     pd.add_argument("export_dir")

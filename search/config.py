@@ -142,6 +142,7 @@ class SearchConfig:
     top_k: int = 8
     checkpoints_to_keep: int = 2
     max_failures: int = 0
+    workers_per_trial: int = 1
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -157,6 +158,8 @@ class SearchConfig:
         _check_choices("objectives", self.objectives, OBJECTIVES)
         if self.checkpoints_to_keep < 1:
             raise SpecError("checkpoints_to_keep must be >= 1")
+        if self.workers_per_trial < 1:
+            raise SpecError(f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
 
     @property
     def multi_objective(self) -> bool:

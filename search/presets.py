@@ -66,7 +66,7 @@ def full_config() -> SearchConfig:
     """Every knob open over the small and medium nets; for a cluster or a long night."""
     return SearchConfig(
         name="full",
-        space=_space(("mini_xception", "mini_xception_a", "vgg_fer11", "resnet_fer", "cnn5", "convnet4")),
+        space=_space(tuple(dict.fromkeys(("mini_xception", "fer_net", *(r[1] for r in PAPER_RECIPES))))),
         points_to_evaluate=recipe_points(),
         num_samples=64,
         max_epochs=60,

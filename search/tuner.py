@@ -67,6 +67,8 @@ class DefineSpace:
             "gpus_per_trial": cfg.resources.gpu,
             "early_stop_patience": cfg.early_stop_patience,
             "objectives": list(cfg.objectives),
+            "workers_per_trial": cfg.workers_per_trial,
+            "checkpoints_to_keep": cfg.checkpoints_to_keep,
         }
 
     def __call__(self, trial) -> dict:
@@ -90,12 +92,31 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _trainable(cfg: SearchConfig, data: TrialData):
+def _trainable(cfg: SearchConfig, data: TrialData, storage: Path):
     from ray import tune
 
+    if cfg.workers_per_trial > 1:
+        from cluster.train_in_tune import ddp_trainable
+
+        return ddp_trainable(data, storage, max_failures=cfg.max_failures)
     return tune.with_resources(
         tune.with_parameters(train_fer, data=data), {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
     )
+
+
+def _trial_slots(cfg: SearchConfig) -> int | None:
+    """How many trials fit the cluster at once; with a searcher Tune otherwise keeps a single trial pending,
+    so a multi-node cluster would fill one trial at a time."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    total = ray.cluster_resources()
+    cpu_slots = int(total.get("CPU", 0) // (cfg.resources.cpu * cfg.workers_per_trial))
+    slots = [cpu_slots]
+    if cfg.resources.gpu > 0:
+        slots.append(int(total.get("GPU", 0) // (cfg.resources.gpu * cfg.workers_per_trial)))
+    return max(1, min(slots))
 
 
 def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
@@ -140,13 +161,13 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
 
         callbacks.append(wandb_callback(cfg, storage))
     return tune.Tuner(
-        _trainable(cfg, data),
+        _trainable(cfg, data, storage),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=cfg.num_samples,
             time_budget_s=cfg.time_budget_s,
-            max_concurrent_trials=cfg.max_concurrent_trials,
+            max_concurrent_trials=cfg.max_concurrent_trials or _trial_slots(cfg),
             reuse_actors=True,
             trial_dirname_creator=trial_dirname,
         ),
@@ -175,7 +196,9 @@ def run_search(
     if resume:
         if not tune.Tuner.can_restore(str(path)):
             raise FileNotFoundError(f"{path}: no Tune experiment to resume")
-        tuner = tune.Tuner.restore(str(path), trainable=_trainable(cfg, data), resume_unfinished=True)
+        tuner = tune.Tuner.restore(
+            str(path), trainable=_trainable(cfg, data, storage), resume_unfinished=True
+        )
     else:
         tuner = build_tuner(cfg, data, storage)
     records = [_record(r) for r in tuner.fit()]
@@ -187,6 +210,10 @@ def _record(result) -> TrialRecord:
     metrics = result.metrics or {}
     best = result.get_best_checkpoint(METRIC, "max") if result.best_checkpoints else None
     ckpt = Path(best.path) if best is not None else None
+    if ckpt is None and metrics.get("checkpoint_path"):
+        from cluster.train_in_tune import best_train_checkpoint
+
+        ckpt = best_train_checkpoint(Path(metrics["checkpoint_path"]).parent)
     best_epoch, val_acc, saved_cfg = 0, -1.0, {}
     if ckpt is not None and (ckpt / TRIAL_FILE).is_file():
         saved = json.loads((ckpt / TRIAL_FILE).read_text())

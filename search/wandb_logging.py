@@ -26,12 +26,27 @@ def _env(cfg: SearchConfig, storage: Path) -> tuple[str, Path]:
     return mode, wandb_dir
 
 
+def _flushing_callback_cls():
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class FlushingLoggingActor(_WandbLoggingActor):
+        """Ray kills a trial's logging actor as soon as ``run`` returns, and ``wandb.finish()`` can return
+        before wandb's service has written the run: without the teardown a trial's run file may stay empty."""
+
+        def run(self):
+            super().run()
+            self._wandb.teardown()
+
+    class FlushingWandbLoggerCallback(WandbLoggerCallback):
+        _logger_actor_cls = FlushingLoggingActor
+
+    return FlushingWandbLoggerCallback
+
+
 def wandb_callback(cfg: SearchConfig, storage: Path):
     """Per-trial runs, logged from the driver so a trial the scheduler stops keeps its metrics."""
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
     mode, wandb_dir = _env(cfg, storage)
-    return WandbLoggerCallback(
+    return _flushing_callback_cls()(
         project=cfg.wandb_project,
         group=cfg.name,
         mode=mode,
@@ -65,6 +80,7 @@ def log_summary(
         run.summary.update({"best_val_acc": best.get("val_acc"), "best_trial": best.get("trial_id")})
     run_dir = Path(run.dir).parent
     run.finish()
+    wandb.teardown()  # finish() can return before the service has written the last records; flush them now
     return run_dir
 
 

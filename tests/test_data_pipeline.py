@@ -136,3 +136,32 @@ def test_malformed_csv_line_names_the_file(tmp_path, ray_local):
     src.write_text("\n".join(text) + "\n")
     with pytest.raises(DataError, match=r"fer\.csv: malformed CSV.*Expected 3 columns"):
         prepare_fer2013(src, tmp_path / "out")
+
+
+def test_truncated_gzip_names_the_file(tmp_path, ray_local):
+    rows, _ = _good_rows(30)
+    plain = write_kaggle_csv(tmp_path / "fer.csv", rows)
+    data = gzip.compress(plain.read_bytes(), mtime=0)
+    gz = tmp_path / "cut.csv.gz"
+    gz.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.csv\.gz: malformed CSV: cannot read past row \d+"):
+        prepare_fer2013(gz, tmp_path / "out")
+
+
+def test_many_blocks_keep_source_order(tmp_path, ray_local):
+    from data_pipeline.synth import write_fer2013_csv
+
+    src = write_fer2013_csv(tmp_path / "fer.csv", n_rows=5000, seed=5)
+    with open(src, newline="") as f:
+        data = list(csv.DictReader(f))
+    prepared = prepare_fer2013(src, tmp_path / "out", parallelism=4)
+    row = 0
+    for split in ("Training", "PublicTest", "PrivateTest"):
+        x, y = load_split(prepared.root, split)
+        expected = [r for r in data if r["Usage"] == split]
+        assert len(x) == len(expected)
+        for k in (0, len(x) // 2, len(x) - 1):
+            assert " ".join(map(str, x[k].ravel())) == expected[k]["pixels"]
+        np.testing.assert_array_equal(y, [int(r["emotion"]) for r in expected])
+        row += len(x)
+    assert row == 5000 == prepared.manifest["rows_written"]

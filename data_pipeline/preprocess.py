@@ -1,0 +1,174 @@
+"""OpenCV image work done inside Ray Data tasks: decode, Viola–Jones face ROI, resize, equalise, augment.
+
+Everything here is a pure function of its inputs (no random state): augmentation parameters are drawn in
+the driver from the seed, so the output does not depend on how Ray splits the data into blocks.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import numpy as np
+
+from data_pipeline.config import PreprocessConfig
+
+FACE, EYES, MOUTH = 1, 2, 4
+_DETECT_MIN = 144
+_DETECT_MAX = 480
+
+
+@cache
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    c = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+    if c.empty():
+        raise RuntimeError(f"OpenCV Haar cascade {name} not found in {cv2.data.haarcascades}")
+    return c
+
+
+def decode_image(data: bytes | None) -> tuple[np.ndarray | None, str | None]:
+    """Encoded image bytes (PNG, JPEG, TIFF, BMP, PGM, ...) → 8-bit grayscale, or the reason it failed."""
+    if not data:
+        return None, "empty file"
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        return None, "cannot decode image (not a readable PNG/JPEG/TIFF/BMP file)"
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 3:
+        code = {1: None, 3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}.get(img.shape[2])
+        img = img[:, :, 0] if code is None else cv2.cvtColor(img, code)
+    return np.ascontiguousarray(img), None
+
+
+def _detection_view(gray: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Image the cascades see: small faces upscaled and padded (a tight crop has no margin for the
+    detector window), large photos downscaled. Returns (view, scale, pad)."""
+    h, w = gray.shape
+    scale = 1.0
+    if min(h, w) < _DETECT_MIN:
+        scale = _DETECT_MIN / min(h, w)
+    elif max(h, w) > _DETECT_MAX:
+        scale = _DETECT_MAX / max(h, w)
+    view = gray
+    if scale != 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        view = cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
+    pad = round(min(view.shape) / 6) if scale > 1 else 0
+    if pad:
+        view = cv2.copyMakeBorder(view, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return view, scale, pad
+
+
+def _largest(boxes: np.ndarray | tuple) -> tuple[int, int, int, int] | None:
+    if len(boxes) == 0:
+        return None
+    b = sorted((tuple(int(v) for v in box) for box in boxes), key=lambda r: (-r[2] * r[3], r[1], r[0]))
+    return b[0]
+
+
+def detect_face(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Largest frontal face (x, y, w, h) in ``gray``'s coordinates, or None."""
+    view, scale, pad = _detection_view(gray)
+    side = min(view.shape)
+    boxes = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
+        view, scaleFactor=1.1, minNeighbors=4, minSize=(side // 5, side // 5)
+    )
+    box = _largest(boxes)
+    if box is None:
+        return None
+    x, y, w, h = box
+    return (
+        round((x - pad) / scale),
+        round((y - pad) / scale),
+        max(1, round(w / scale)),
+        max(1, round(h / scale)),
+    )
+
+
+def face_roi(gray: np.ndarray, margin: float = 0.1) -> tuple[np.ndarray | None, int]:
+    """Paper 000's face ROI: Viola–Jones face, then eyes and mouth inside it; the crop spans the eyes
+    horizontally and eyes-to-mouth vertically, widened by ``margin``. Eyes / mouth the cascades miss
+    fall back to their usual place in the face box. Returns (crop or None when no face, FACE|EYES|MOUTH).
+    """
+    view, scale, pad = _detection_view(gray)
+    side = min(view.shape)
+    face = _largest(
+        _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
+            view, scaleFactor=1.1, minNeighbors=4, minSize=(side // 5, side // 5)
+        )
+    )
+    if face is None:
+        return None, 0
+    fx, fy, fw, fh = face
+    flags = FACE
+    upper = view[fy : fy + int(0.6 * fh), fx : fx + fw]
+    eyes = _cascade("haarcascade_eye.xml").detectMultiScale(
+        upper, scaleFactor=1.1, minNeighbors=4, minSize=(fw // 9, fw // 9), maxSize=(fw // 2, fw // 2)
+    )
+    left = _largest([e for e in eyes if e[0] + e[2] / 2 < fw / 2])
+    right = _largest([e for e in eyes if e[0] + e[2] / 2 >= fw / 2])
+    if left is not None and right is not None:
+        flags |= EYES
+        x0, x1 = fx + left[0], fx + right[0] + right[2]
+        y0 = fy + min(left[1], right[1])
+    else:
+        x0, x1, y0 = fx + 0.15 * fw, fx + 0.85 * fw, fy + 0.22 * fh
+    top = fy + int(0.55 * fh)
+    mouths = _cascade("haarcascade_smile.xml").detectMultiScale(
+        view[top : fy + fh, fx : fx + fw], scaleFactor=1.1, minNeighbors=12, minSize=(fw // 5, fh // 12)
+    )
+    central = [m for m in mouths if abs(m[0] + m[2] / 2 - fw / 2) < fw / 5]
+    mouth = _largest(central)
+    if mouth is not None:
+        flags |= MOUTH
+        y1 = top + mouth[1] + mouth[3]
+    else:
+        y1 = fy + 0.88 * fh
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    h, w = gray.shape
+    box = [(v - pad) / scale for v in (x0 - mx, y0 - my, x1 + mx, y1 + my)]
+    cx0, cy0 = max(0, int(box[0])), max(0, int(box[1]))
+    cx1, cy1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    if cx1 - cx0 < 4 or cy1 - cy0 < 4:
+        return None, 0
+    return gray[cy0:cy1, cx0:cx1], flags
+
+
+def wants_roi(cfg: PreprocessConfig, height: int, width: int) -> bool:
+    return cfg.roi == "face" or (cfg.roi == "auto" and min(height, width) > 2 * cfg.size)
+
+
+def finish(gray: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Resize to ``cfg.size`` square and equalise."""
+    h, w = gray.shape
+    if (h, w) != (cfg.size, cfg.size):
+        interp = cv2.INTER_AREA if h > cfg.size or w > cfg.size else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, (cfg.size, cfg.size), interpolation=interp)
+    if cfg.equalize == "hist":
+        gray = cv2.equalizeHist(gray)
+    elif cfg.equalize == "clahe":
+        tiles = max(2, cfg.size // 12)
+        gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(tiles, tiles)).apply(gray)
+    return np.ascontiguousarray(gray)
+
+
+def preprocess(gray: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray | None, int, str | None]:
+    """One grayscale image → (``size``×``size`` image | None, ROI flags, no-face reason | None)."""
+    flags = 0
+    if wants_roi(cfg, *gray.shape):
+        crop, flags = face_roi(gray, cfg.roi_margin)
+        if crop is None:
+            return None, 0, "no face found by the Viola-Jones detector"
+        gray = crop
+    return finish(gray, cfg), flags, None
+
+
+def augment(img: np.ndarray, angle: float, zoom: float, mirror: bool) -> np.ndarray:
+    """Rotate by ``angle`` degrees and zoom in by ``zoom`` about the centre, then mirror horizontally."""
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), float(angle), float(zoom))
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return np.ascontiguousarray(out[:, ::-1]) if mirror else out
