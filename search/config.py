@@ -143,6 +143,7 @@ class SearchConfig:
     checkpoints_to_keep: int = 2
     max_failures: int = 0
     workers_per_trial: int = 1
+    optuna_storage: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:

@@ -119,10 +119,19 @@ def _trial_slots(cfg: SearchConfig) -> int | None:
     return max(1, min(slots))
 
 
+def _optuna_storage(cfg: SearchConfig, storage: Path):
+    """An RDB URL when the spec gives one (e.g. a PostgreSQL server shared by several searches), else a
+    JournalStorage file beside the experiment: durable, and safe with parallel writers where SQLite locks."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if cfg.optuna_storage:
+        return RDBStorage(cfg.optuna_storage)
+    return JournalStorage(JournalFileBackend(str(storage / "optuna.journal")))
+
+
 def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -144,7 +153,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
         mode=mode,
         sampler=sampler,
         study_name=cfg.name,
-        storage=JournalStorage(JournalFileBackend(str(storage / "optuna.journal"))),
+        storage=_optuna_storage(cfg, storage),
         points_to_evaluate=[dict(p) for p in cfg.points_to_evaluate] or None,
     )
     scheduler = ASHAScheduler(

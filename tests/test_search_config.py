@@ -111,3 +111,17 @@ def test_conditional_space_samples_valid_configs_only():
         assert params["max_epochs"] == 3 and params["class_weighted"] is False
         study.tell(trial, float(i % 7) / 7)
     assert seen == {"mini_xception", "vgg_fer11"}
+
+
+def test_optuna_storage_is_a_journal_file_by_default_and_an_rdb_url_when_given(tmp_path):
+    from optuna.storages import JournalStorage, RDBStorage
+
+    from search.tuner import _optuna_storage
+
+    assert isinstance(_optuna_storage(SearchConfig(), tmp_path), JournalStorage)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    storage = _optuna_storage(SearchConfig(optuna_storage=url), tmp_path)
+    assert isinstance(storage, RDBStorage)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
