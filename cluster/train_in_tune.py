@@ -78,6 +78,7 @@ def fer_ddp_worker(config: dict) -> None:
         build_model,
         class_weights,
         make_optimizer,
+        make_scheduler,
         predict_proba,
         save_checkpoint,
         to_tensor,
@@ -115,14 +116,7 @@ def fer_ddp_worker(config: dict) -> None:
         config.get("optimizer", "adam"), model.parameters(), lr, float(config.get("weight_decay", 0))
     )
     schedule = config.get("schedule", "onecycle")
-    if schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=max_epochs * steps_per_epoch, pct_start=0.15
-        )
-    elif schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs * steps_per_epoch)
-    else:
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.4, patience=5)
+    sched = make_scheduler(opt, schedule, lr, max_epochs * steps_per_epoch)
     weight = class_weights(train_y, k).to(device) if config.get("class_weighted") else None
     smoothing = float(config.get("label_smoothing", 0.0))
     strength = float(config.get("augment", 1.0))

@@ -152,6 +152,15 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def make_scheduler(opt: torch.optim.Optimizer, schedule: str, lr: float, total_steps: int):
+    """One-cycle or cosine, stepped per batch; plateau (factor 0.4, patience 5: paper 004), per epoch."""
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.15)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.4, patience=5)
+
+
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights, mean 1 (paper 002's class-weighted cross-entropy)."""
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
@@ -198,14 +207,7 @@ def train_fer(config: dict, data: TrialData) -> None:
         config.get("optimizer", "adam"), model.parameters(), lr, float(config.get("weight_decay", 0))
     )
     schedule = config.get("schedule", "onecycle")
-    if schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=max_epochs * steps_per_epoch, pct_start=0.15
-        )
-    elif schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs * steps_per_epoch)
-    else:
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.4, patience=5)
+    sched = make_scheduler(opt, schedule, lr, max_epochs * steps_per_epoch)
     weight = class_weights(train_y, k).to(device) if config.get("class_weighted") else None
     smoothing = float(config.get("label_smoothing", 0.0))
     strength = float(config.get("augment", 1.0))
