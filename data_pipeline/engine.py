@@ -18,9 +18,13 @@ def ensure_ray() -> None:
 
 def batches(ds) -> Iterator[pa.Table]:
     """Stream a dataset's output blocks to the driver, quietly. Every row carries its own identity (source
-    row, chunk, path), so callers sort or look rows up and never rely on the order blocks arrive in."""
+    row, chunk, path), so callers sort or look rows up and never rely on the order blocks arrive in.
+
+    Per-operator resource reservation is off for these short two-operator pipelines: it holds back a
+    share of a small machine's CPUs for the (instant) input operator; measured ~0.8 s of 4 on 2 cores."""
     ds.context.enable_progress_bars = False
     ds.context.print_on_execution_start = False
+    ds.context.op_resource_reservation_enabled = False
     yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
