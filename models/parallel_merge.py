@@ -194,13 +194,16 @@ class ParallelMerge(nn.Module):
         """Each base's logits, ``(N, K, num_classes)`` -- e.g. to report base accuracies per phase."""
         return torch.stack([base(x) for base in self.bases], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.base_logits(x)
+    def merge_input(self, z: torch.Tensor) -> torch.Tensor:
+        """Stacked base logits ``(N, K, C)`` → what the merge layers see (``base_output``)."""
         if self.base_output == "probs":
-            z = F.softmax(z, dim=-1)
-        elif self.base_output == "log_probs":
-            z = F.log_softmax(z, dim=-1)
-        return self.merge(z)
+            return F.softmax(z, dim=-1)
+        if self.base_output == "log_probs":
+            return F.log_softmax(z, dim=-1)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.merge(self.merge_input(self.base_logits(x)))
 
 
 @register_model

@@ -1,4 +1,5 @@
-"""Which way of combining the trials wins: best single, unweighted top-k (paper 004), greedy selection.
+"""Which way of combining the trials wins: best single, unweighted top-k (paper 004), greedy selection, the
+parallel-merge net (paper 000) and greedy selection that may pick it.
 
 Every combination is chosen on PublicTest; PrivateTest labels are read once, in ``score``, after all
 choices are fixed. With test-time augmentation (TTA) each model's probabilities are the mean over the image
@@ -33,15 +34,19 @@ class Candidate:
     arch_kwargs: dict
     checkpoint: Path
     val_acc: float
+    dropout: float = 0.0
 
     @classmethod
     def from_checkpoint(cls, name: str, checkpoint: Path) -> Candidate:
         saved = json.loads((checkpoint / TRIAL_FILE).read_text())
         cfg = saved["config"]
-        return cls(name, cfg["arch"], cfg.get("arch_kwargs", {}), checkpoint, float(saved["best_val_acc"]))
+        return cls(
+            name, cfg["arch"], cfg.get("arch_kwargs", {}), checkpoint, float(saved["best_val_acc"]),
+            float(cfg.get("dropout", 0.0)),
+        )  # fmt: skip
 
     def load(self, num_classes: int) -> torch.nn.Module:
-        model = build_model(self.arch, num_classes, 0.0, self.arch_kwargs)
+        model = build_model(self.arch, num_classes, self.dropout, self.arch_kwargs)
         model.load_state_dict(load_file(str(self.checkpoint / WEIGHTS_FILE)))
         return model.eval()
 
@@ -76,15 +81,32 @@ def _selection_weights(sel: Selection) -> dict[int, float]:
     return {i: float(w[i]) for i in sel.members}
 
 
-def choose(val_probs: Sequence[np.ndarray], val_y: np.ndarray, tta: bool, top_k: int = 3) -> list[Strategy]:
-    """The strategies, each fixed from PublicTest probabilities and labels only."""
-    order = sorted(range(len(val_probs)), key=lambda i: (-accuracy(val_probs[i], val_y), i))
+MERGE_NET = "merge net"
+GREEDY = "greedy selection"
+GREEDY_MERGE = "greedy + merge net"
+
+
+def choose(
+    val_probs: Sequence[np.ndarray], val_y: np.ndarray, tta: bool, top_k: int = 3, merge: int | None = None
+) -> list[Strategy]:
+    """The strategies, each fixed from PublicTest probabilities and labels only.
+
+    ``merge`` is the index of the merge net among the candidates, if there is one: the trial strategies
+    leave it out; it gets its own row and one greedy selection over every candidate, the merge net included.
+    """
+    trials = [i for i in range(len(val_probs)) if i != merge]
+    order = sorted(trials, key=lambda i: (-accuracy(val_probs[i], val_y), i))
     k = min(top_k, len(order))
-    return [
+    greedy = greedy_select([val_probs[i] for i in trials], val_y)
+    chosen = [
         Strategy("best single", tta, {order[0]: 1.0}),
         Strategy(f"top-{k} average", tta, {i: 1.0 / k for i in order[:k]}),
-        Strategy("greedy selection", tta, _selection_weights(greedy_select(val_probs, val_y))),
+        Strategy(GREEDY, tta, {trials[i]: w for i, w in _selection_weights(greedy).items()}),
     ]
+    if merge is not None:
+        chosen.append(Strategy(MERGE_NET, tta, {merge: 1.0}))
+        chosen.append(Strategy(GREEDY_MERGE, tta, _selection_weights(greedy_select(val_probs, val_y))))
+    return chosen
 
 
 def bootstrap_ci(correct: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -114,8 +136,11 @@ class Comparison:
     private_confusion: dict[tuple[str, bool], np.ndarray]
 
 
-def compare(candidates: Sequence[Candidate], data_root: Path, *, top_k: int = 3) -> Comparison:
-    """The comparison table, the strategies by (name, tta), and their PrivateTest confusion matrices."""
+def compare(
+    candidates: Sequence[Candidate], data_root: Path, *, top_k: int = 3, merge: int | None = None
+) -> Comparison:
+    """The comparison table, the strategies by (name, tta), and their PrivateTest confusion matrices.
+    ``merge``: index of the merge net in ``candidates`` (see :func:`choose`)."""
     val_x, val_y = load_split(data_root, "PublicTest")
     test_x, _ = load_split(data_root, "PrivateTest", with_labels=False)
     num_classes = int(np.load(candidates[0].checkpoint / VAL_FILE).shape[1])
@@ -127,7 +152,7 @@ def compare(candidates: Sequence[Candidate], data_root: Path, *, top_k: int = 3)
         (p + predict_proba(m, test_x[:, :, ::-1])) / 2 for p, m in zip(plain_test, models, strict=True)
     ]
 
-    strategies = choose(plain_val, val_y, False, top_k) + choose(tta_val, val_y, True, top_k)
+    strategies = choose(plain_val, val_y, False, top_k, merge) + choose(tta_val, val_y, True, top_k, merge)
     _, test_y = load_split(data_root, "PrivateTest")
     rows, chosen, confusion = [], {}, {}
     for s in strategies:

@@ -121,6 +121,29 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class MergeConfig:
+    """The parallel-merge net built from the top trials after the search (search/merge.py); ``bases: 0``
+    turns it off. ``time_budget_s`` bounds its training (checked after each epoch)."""
+
+    bases: int = 3
+    phase1_epochs: int = 3
+    phase2_epochs: int = 2
+    lr: float = 1e-3
+    phase2_lr: float = 1e-4
+    batch_size: int = 128
+    dropout: float = 0.25
+    augment: float = 1.0
+    time_budget_s: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bases < 0 or self.phase1_epochs < 0 or self.phase2_epochs < 0:
+            raise SpecError(f"merge: bases and epochs must be >= 0, got {self}")
+        if self.bases and self.phase1_epochs + self.phase2_epochs == 0:
+            raise SpecError("merge: needs at least one epoch in phase 1 or 2")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """One search: space, objectives, budget, resources, storage and logging."""
 
@@ -144,6 +167,7 @@ class SearchConfig:
     max_failures: int = 0
     workers_per_trial: int = 1
     optuna_storage: str | None = None
+    merge: MergeConfig = field(default_factory=MergeConfig)
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -208,6 +232,7 @@ def quick_config() -> SearchConfig:
         max_epochs=10,
         grace_period=2,
         top_k=6,
+        merge=MergeConfig(time_budget_s=5 * 60),
     )
 
 

@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data_pipeline.fer2013 import CLASSES
-from search.compare import Candidate, Row, Strategy, compare, format_rows
-from search.config import SearchConfig, demo_config, quick_config
+from search.compare import GREEDY, GREEDY_MERGE, Candidate, Row, Strategy, compare, format_rows
+from search.config import MergeConfig, SearchConfig, demo_config, quick_config
 from search.export import Member, export_ensemble
+from search.merge import MERGE_DIR, train_merge
 from search.report_html import write_report
 from search.service import search, trial_row
 from search.trainable import TRIAL_FILE, VAL_FILE
@@ -88,17 +89,42 @@ def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
     return [Candidate.from_checkpoint(trial, ckpt) for trial, (_, ckpt) in ranked]
 
 
-def select_and_export(search_dir: str | Path, top_k: int = 8, out: str | Path | None = None) -> ExportResult:
-    """Compare ensembling strategies over the top-k trials and export the greedy ensemble (± flip TTA)
-    that scores best on PublicTest."""
+def merge_candidate(root: Path, candidates: list[Candidate], cfg: MergeConfig) -> Candidate | None:
+    """The merge net over the top ``cfg.bases`` trials, trained once and kept in ``<root>/merge`` (reused
+    while it was built from the same trials)."""
+    bases = candidates[: cfg.bases]
+    if cfg.bases < 2 or len(bases) < 2:
+        return None
+    ckpt = root / MERGE_DIR
+    saved = ckpt / TRIAL_FILE
+    if saved.is_file() and (ckpt / VAL_FILE).is_file():
+        merge = json.loads(saved.read_text()).get("merge", {})
+        if merge.get("base_names") == [c.name for c in bases] and merge.get("config") == asdict(cfg):
+            print(f"merge net: reusing {ckpt}")
+            return Candidate.from_checkpoint(MERGE_DIR, ckpt)
+    print(f"merge net: {len(bases)} bases ({', '.join(c.name for c in bases)}), two-phase training")
+    train_merge(bases, root / "data", ckpt, cfg)
+    return Candidate.from_checkpoint(MERGE_DIR, ckpt)
+
+
+def select_and_export(
+    search_dir: str | Path, top_k: int = 8, out: str | Path | None = None, merge: MergeConfig | None = None
+) -> ExportResult:
+    """Compare ensembling strategies over the top-k trials (and the merge net built from the best of
+    them, unless ``merge.bases`` is 0) and export the greedy ensemble (± flip TTA, ± merge net) that scores
+    best on PublicTest."""
     root = Path(search_dir).resolve()
     candidates = find_candidates(root, top_k)
     if not candidates:
         raise RuntimeError(f"{root}: no trial checkpoint with PublicTest predictions; did any trial finish?")
     data_root = root / "data"
-    comparison = compare(candidates, data_root)
+    merged = merge_candidate(root, candidates, merge or MergeConfig())
+    merge_index = None
+    if merged is not None:
+        candidates, merge_index = [*candidates, merged], len(candidates)
+    comparison = compare(candidates, data_root, merge=merge_index)
     rows = comparison.rows
-    greedy = [r for r in rows if r.strategy == "greedy selection"]
+    greedy = [r for r in rows if r.strategy in (GREEDY, GREEDY_MERGE)]
     pick = max(greedy, key=lambda r: (r.public_acc, not r.tta))
     strategy = comparison.strategies[(pick.strategy, pick.tta)]
     manifest = json.loads((data_root / "manifest.json").read_text())
@@ -137,7 +163,7 @@ def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None =
     print(f"[1/2] search ({cfg.name})")
     searched = search(cfg, csv_path, out)
     print(f"[2/2] ensembles over the top {cfg.top_k} trials, chosen on PublicTest; export")
-    exported = select_and_export(out, cfg.top_k)
+    exported = select_and_export(out, cfg.top_k, merge=cfg.merge)
     result = RunResult(out, searched.trials, exported, time.time() - start)
     summary = summary_dict(result, cfg, csv_path, synthetic)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -167,8 +193,19 @@ def summary_dict(r: RunResult, cfg: SearchConfig, csv_path: Path, synthetic: boo
             for split, key in (("PublicTest", "public_acc"), ("PrivateTest", "private_acc"))
         },
         "comparison": [asdict(row) for row in e.rows],
+        "merge": merge_summary(r.out_dir),
         "export": str(e.export_dir),
     }
+
+
+def merge_summary(root: Path) -> dict | None:
+    """The merge net's bases and their PublicTest accuracy before and after phase 2, if one was built."""
+    saved = root / MERGE_DIR / TRIAL_FILE
+    if not saved.is_file():
+        return None
+    merge = json.loads(saved.read_text())["merge"]
+    return {k: merge[k] for k in ("base_names", "val_acc", "best_phase", "best_epoch", "bases_before",
+                                  "bases_after_phase2")}  # fmt: skip
 
 
 def format_summary(r: RunResult) -> str:
@@ -195,6 +232,14 @@ def format_summary(r: RunResult) -> str:
     lines.append(f"  {'':<29} {'PublicTest':>10} {'PrivateTest':>11}")
     lines.append(f"  {'best single trial':<29} {best.public_acc:>10.4f} {best.private_acc:>11.4f}")
     lines.append(f"  {'exported ensemble':<29} {chosen.public_acc:>10.4f} {chosen.private_acc:>11.4f}")
+    merge = merge_summary(r.out_dir)
+    if merge:
+        before = ", ".join(f"{a:.4f}" for a in merge["bases_before"])
+        after = ", ".join(f"{a:.4f}" for a in merge["bases_after_phase2"])
+        lines.append(
+            f"Merge net over {', '.join(merge['base_names'])}: PublicTest {merge['val_acc']:.4f} "
+            f"(phase {merge['best_phase']} epoch {merge['best_epoch']}); bases {before} -> {after} in phase 2"
+        )
     lines.append(f"Export: {e.export_dir}   report: {e.report}")
     lines.append(f"Logs and trials: {r.out_dir / 'tune'}   summary: {r.out_dir / 'summary.json'}")
     lines.append(f"Wall time: {r.wall_s / 60:.1f} min")

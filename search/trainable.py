@@ -113,10 +113,47 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
     return torch.cat(out).numpy().astype(np.float32)
 
 
+def train_one_epoch(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    gen: torch.Generator,
+    rng: np.random.Generator,
+    strength: float = 1.0,
+    sched=None,
+    weight: torch.Tensor | None = None,
+    smoothing: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> float:
+    """One shuffled pass with on-batch augmentation; ``sched`` (if any) steps per batch. Returns the mean
+    loss; a non-finite loss raises FloatingPointError naming the step."""
+    model.train()
+    order = rng.permutation(len(x))
+    total = 0.0
+    for i in range(0, len(order), batch_size):
+        idx = np.sort(order[i : i + batch_size])
+        xb = augment(to_tensor(x[idx], device), gen, strength)
+        yb = torch.from_numpy(y[idx]).long().to(device)
+        loss = F.cross_entropy(model(xb), yb, weight=weight, label_smoothing=smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training diverged: loss is {loss.item()} at step {i // batch_size}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        total += loss.item() * len(idx)
+    return total / max(1, len(order))
+
+
 def build_model(
     arch: str, num_classes: int, dropout: float, arch_kwargs: dict | None = None
 ) -> torch.nn.Module:
-    model = create_model(arch, num_classes=num_classes, dropout=dropout, **(arch_kwargs or {}))
+    kwargs = {"dropout": dropout, **(arch_kwargs or {})}  # a fixed arch kwarg (a merge net's) wins
+    model = create_model(arch, num_classes=num_classes, **kwargs)
     return model.to(memory_format=torch.channels_last)
 
 
@@ -228,25 +265,18 @@ def train_fer(config: dict, data: TrialData) -> None:
 
     val_y = torch.from_numpy(data.val_y)
     for epoch in range(start_epoch, max_epochs + 1):
-        model.train()
-        order = rng.permutation(len(train_x))
-        total_loss, t0 = 0.0, time.perf_counter()
-        for i in range(0, len(order), batch_size):
-            idx = np.sort(order[i : i + batch_size])
-            x = augment(to_tensor(train_x[idx], device), gen, strength)
-            y = torch.from_numpy(train_y[idx]).to(device)
-            loss = F.cross_entropy(model(x), y, weight=weight, label_smoothing=smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training diverged: loss is {loss.item()} at epoch {epoch}, step {i // batch_size} "
-                    f"(arch {config['arch']}, lr {lr:.3g}, optimizer {config.get('optimizer', 'adam')})"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if schedule != "plateau":
-                sched.step()
-            total_loss += loss.item() * len(idx)
+        t0 = time.perf_counter()
+        try:
+            train_loss = train_one_epoch(
+                model, opt, train_x, train_y, batch_size=batch_size, gen=gen, rng=rng, strength=strength,
+                sched=None if schedule == "plateau" else sched, weight=weight, smoothing=smoothing,
+                device=device,
+            )  # fmt: skip
+        except FloatingPointError as e:
+            raise FloatingPointError(
+                f"{e} of epoch {epoch} (arch {config['arch']}, lr {lr:.3g}, "
+                f"optimizer {config.get('optimizer', 'adam')})"
+            ) from None
         train_s = time.perf_counter() - t0
 
         t1 = time.perf_counter()
@@ -259,10 +289,10 @@ def train_fer(config: dict, data: TrialData) -> None:
             "val_acc": val_acc,
             "val_macro_f1": float(multiclass_f1_score(val_t, val_y, num_classes=k, average="macro")),
             "val_loss": float(F.nll_loss(torch.log(val_t.clamp_min(1e-8)), val_y)),
-            "train_loss": total_loss / len(order),
+            "train_loss": train_loss,
             "lr": opt.param_groups[0]["lr"],
             "params": n_params,
-            "train_images_per_s": len(order) / train_s,
+            "train_images_per_s": len(train_x) / train_s,
             "train_s": train_s,
             **{f"val_recall_{c}": float(r) for c, r in zip(data.classes, recall, strict=True)},
         }

@@ -12,9 +12,12 @@ from data_pipeline.fer2013 import load_split, prepare_fer2013
 from data_pipeline.synth import write_fer2013_csv
 from search.cli import main
 from search.compare import bootstrap_ci, choose
+from search.config import MergeConfig
 from search.export import Predictor
 from search.run import find_candidates, select_and_export
 from search.trainable import build_model, predict_proba, save_checkpoint
+
+SMALL_MERGE = MergeConfig(phase1_epochs=1, phase2_epochs=1, batch_size=64)
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +64,17 @@ def test_find_candidates_takes_each_trials_best_checkpoint_with_predictions(sear
     assert len(find_candidates(search_dir, top_k=2)) == 2
 
 
+STRATEGIES = ("best single", "top-3 average", "greedy selection", "merge net", "greedy + merge net")
+
+
 def test_export_picks_on_public_test_and_round_trips(search_dir, tmp_path):
-    result = select_and_export(search_dir, top_k=3, out=tmp_path / "export")
+    result = select_and_export(search_dir, top_k=3, out=tmp_path / "export", merge=SMALL_MERGE)
     rows = {(r.strategy, r.tta): r for r in result.rows}
-    assert set(rows) == {
-        (s, t) for s in ("best single", "top-3 average", "greedy selection") for t in (False, True)
-    }
-    greedy = [r for r in result.rows if r.strategy == "greedy selection"]
+    assert set(rows) == {(s, t) for s in STRATEGIES for t in (False, True)}
+    assert [c.name for c in result.candidates] == [*(c.name for c in find_candidates(search_dir, 3)), "merge"]
+    assert rows[("merge net", False)].members == ["merge"]
+    assert "merge" not in rows[("greedy selection", False)].members
+    greedy = [r for r in result.rows if r.strategy in ("greedy selection", "greedy + merge net")]
     chosen = rows[(result.chosen.name, result.chosen.tta)]
     assert chosen.public_acc == max(r.public_acc for r in greedy)
     for r in result.rows:
@@ -96,6 +103,13 @@ def test_strategies_are_chosen_from_public_test_arrays_only():
     strategies = choose(probs, y, tta=False, top_k=3)
     assert [s.name for s in strategies] == ["best single", "top-3 average", "greedy selection"]
     assert sum(strategies[1].weights.values()) == pytest.approx(1.0)
+    # Candidate 3 as the merge net: the trial strategies leave it out, two rows may use it.
+    probs[3] = np.eye(7)[y] * 0.9 + 0.1 / 7  # a merge net that is right everywhere
+    strategies = {s.name: s for s in choose(probs, y, tta=False, top_k=3, merge=3)}
+    assert list(strategies) == list(STRATEGIES)
+    assert all(3 not in strategies[n].weights for n in STRATEGIES[:3])
+    assert strategies["merge net"].weights == {3: 1.0}
+    assert strategies["greedy + merge net"].weights == {3: 1.0}
 
 
 def test_bootstrap_interval_brackets_the_mean():
@@ -119,3 +133,68 @@ def test_library_is_pruned_to_trials_near_the_best(search_dir, tmp_path):
     trial["best_val_acc"] = best - 0.09
     (weak / "trial.json").write_text(json.dumps(trial))
     assert "weak" in {c.name for c in find_candidates(copy, top_k=8)}
+
+
+def test_merge_net_trains_in_two_phases_and_never_reads_private_test_labels(search_dir, tmp_path):
+    """Trained twice, once with PrivateTest labels scrambled: the merge net comes out identical."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from search.merge import train_merge
+
+    cands = find_candidates(search_dir, top_k=2)
+    first = train_merge(cands, search_dir / "data", tmp_path / "a", SMALL_MERGE)
+    assert [h.phase for h in first.history] == [1, 2]
+    # Phase 1 leaves the bases as they were; the PublicTest scores of the loaded bases are the trials' own.
+    assert first.history[0].base_val_accs == first.bases_before
+    assert first.bases_before == pytest.approx([c.val_acc for c in cands], abs=1e-6)
+    assert first.val_acc == max(h.val_acc for h in first.history)
+
+    poisoned = tmp_path / "data"
+    shutil.copytree(search_dir / "data", poisoned)
+    table = pq.read_table(poisoned / "PrivateTest.parquet")
+    label = table.column_names.index("label")
+    scrambled = np.random.default_rng(0).permutation(table["label"].to_numpy())
+    pq.write_table(table.set_column(label, "label", pa_array(scrambled, table.schema.field("label").type)),
+                   poisoned / "PrivateTest.parquet")  # fmt: skip
+    second = train_merge(cands, poisoned, tmp_path / "b", SMALL_MERGE)
+
+    def scores(r):
+        return [(h.phase, h.epoch, h.val_acc, h.base_val_accs, h.train_loss) for h in r.history]
+
+    assert scores(second) == scores(first)
+    for name in ("PublicTest_probs.npy", "PrivateTest_probs.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
+
+
+def pa_array(values, type_):
+    import pyarrow as pa
+
+    return pa.array(values, type=type_)
+
+
+def test_an_ensemble_with_the_merge_net_exports_and_both_backends_agree(search_dir, tmp_path):
+    from search.compare import Candidate
+    from search.export import Member, export_ensemble
+    from search.merge import train_merge
+
+    cands = find_candidates(search_dir, top_k=3)
+    train_merge(cands, search_dir / "data", tmp_path / "merge", SMALL_MERGE)
+    merged = Candidate.from_checkpoint("merge", tmp_path / "merge")
+    assert merged.arch == "parallel_merge" and len(merged.arch_kwargs["bases"]) == 3
+    members = [
+        Member(c.name, c.arch, c.arch_kwargs, w, c.checkpoint, c.val_acc)
+        for c, w in ((merged, 0.6), (cands[0], 0.4))
+    ]
+    out = export_ensemble(
+        members, tmp_path / "export", classes=[str(i) for i in range(7)], metrics={}, tta=True
+    )
+    val_x, _ = load_split(search_dir / "data", "PublicTest")
+    onnx = Predictor.from_dir(out, backend="onnx").predict_proba(val_x[:64])
+    torch_p = Predictor.from_dir(out, backend="torch").predict_proba(val_x[:64])
+    assert np.abs(onnx - torch_p).max() <= 1e-4
+    # The exported merge net is the trained one: its PublicTest probabilities as saved at training time.
+    alone = export_ensemble(members[:1], tmp_path / "alone", classes=[str(i) for i in range(7)], metrics={})
+    saved = np.load(tmp_path / "merge" / "PublicTest_probs.npy")
+    np.testing.assert_allclose(Predictor.from_dir(alone).predict_proba(val_x), saved, atol=1e-4)
