@@ -290,11 +290,14 @@ def _ovr_base(cfg: PrepareConfig, out: Path) -> _Built:
     return _filtered(cfg, original, out / "filtered") if cfg.variant.ovr_base == "filtered" else original
 
 
-def prepare(cfg: PrepareConfig, out_dir: str | Path) -> PreparedData:
+def prepare(
+    cfg: PrepareConfig, out_dir: str | Path, *, original_root: str | Path | None = None
+) -> PreparedData:
     """Build (or reuse) ``cfg.variant`` of ``cfg.source`` under ``out_dir``; returns its directory.
 
     ``load_split(result.root, split)`` reads it. Bases are built on the way (``original`` always;
-    ``filtered`` for filtered-balanced and one-vs-rest) and cached alongside.
+    ``filtered`` for filtered-balanced and one-vs-rest) and cached alongside. ``original_root``: where the
+    *original* variant lives (or is built) if not ``out_dir/original`` -- a search keeps it in ``data/``.
     """
     out = Path(out_dir)
     name = cfg.variant.name
@@ -302,7 +305,7 @@ def prepare(cfg: PrepareConfig, out_dir: str | Path) -> PreparedData:
         base = _ovr_base(cfg, out)
         _positive_index(base.prepared.classes, cfg.variant.positive)
         return _one_vs_rest(cfg, base, out, cfg.variant.positive or "").prepared
-    original = _original(cfg, out / "original")
+    original = _original(cfg, Path(original_root) if original_root else out / "original")
     if name == "original":
         return original.prepared
     if name == "balanced":
@@ -318,6 +321,4 @@ def prepare_one_vs_rest(cfg: PrepareConfig, out_dir: str | Path) -> dict[str, Pr
     out = Path(out_dir)
     base = _ovr_base(cfg, out)
     train = base.prepared.manifest["counts"]["Training"]
-    return {
-        c: _one_vs_rest(cfg, base, out, c).prepared for c in base.prepared.classes if train.get(c, 0) > 0
-    }
+    return {c: _one_vs_rest(cfg, base, out, c).prepared for c in base.prepared.classes if train.get(c, 0) > 0}

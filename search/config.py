@@ -168,6 +168,7 @@ class SearchConfig:
     workers_per_trial: int = 1
     optuna_storage: str | None = None
     merge: MergeConfig = field(default_factory=MergeConfig)
+    balanced_per_class: int = 8000
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -183,6 +184,8 @@ class SearchConfig:
         _check_choices("objectives", self.objectives, OBJECTIVES)
         if self.checkpoints_to_keep < 1:
             raise SpecError("checkpoints_to_keep must be >= 1")
+        if self.balanced_per_class < 1:
+            raise SpecError(f"balanced_per_class must be >= 1, got {self.balanced_per_class}")
         if self.workers_per_trial < 1:
             raise SpecError(f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
 

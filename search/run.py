@@ -107,6 +107,15 @@ def merge_candidate(root: Path, candidates: list[Candidate], cfg: MergeConfig) -
     return Candidate.from_checkpoint(MERGE_DIR, ckpt)
 
 
+def preprocessing_of(data_manifest: dict) -> dict | None:
+    """What the data pipeline did to each image (face ROI, equalisation, size), for predict to repeat."""
+    pre = data_manifest.get("preprocess")
+    if not pre:
+        return None
+    size = int(pre.get("size", 48))
+    return {"grayscale": True, "resize": [size, size], "interpolation": "area", **pre}
+
+
 def select_and_export(
     search_dir: str | Path, top_k: int = 8, out: str | Path | None = None, merge: MergeConfig | None = None
 ) -> ExportResult:
@@ -145,6 +154,7 @@ def select_and_export(
         classes=manifest.get("classes", list(CLASSES)),
         metrics=metrics,
         data_manifest=manifest,
+        preprocessing=preprocessing_of(manifest),
         tta=pick.tta,
     )
     (root / "comparison.txt").write_text(format_rows(rows) + "\n")

@@ -43,12 +43,32 @@ def init_ray(address: str | None = None) -> None:
         ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING")
 
 
-def load_trial_data(prepared: PreparedData, variants: Sequence[str] = ("original",)) -> TrialData:
-    """Training arrays per variant, PublicTest with labels, PrivateTest images only."""
-    missing = [v for v in variants if v != "original"]
-    if missing:
-        raise ValueError(f"data variant(s) {missing} are not prepared for {prepared.root}; use original")
-    train = {"original": load_split(prepared.root, "Training")}
+def prepare_variants(
+    data_path: str | Path, out: Path, variants: Sequence[str], per_class: int = 8000
+) -> dict[str, PreparedData]:
+    """*original* in ``out/data`` (what ensembles and reports read), every other variant the space names
+    in ``out/variants/<name>``, built from that same original (cached by content); ``per_class``: training
+    images per class of the balanced variants (paper 004: 8000)."""
+    from data_pipeline.config import PrepareConfig, SourceConfig, VariantConfig
+    from data_pipeline.prepare import prepare
+
+    prepared = {"original": prepare_fer2013(data_path, out / "data")}
+    for name in variants:
+        if name != "original":
+            variant = VariantConfig(name, per_class=per_class)
+            cfg = PrepareConfig(SourceConfig("fer2013", Path(data_path)), variant=variant)
+            prepared[name] = prepare(cfg, out / "variants", original_root=out / "data")
+            counts = prepared[name].manifest["counts"]["Training"]
+            print(f"data variant {name}: {sum(counts.values())} training images → {prepared[name].root}")
+    return prepared
+
+
+def load_trial_data(prepared: PreparedData | dict[str, PreparedData]) -> TrialData:
+    """Training arrays per variant, PublicTest with labels, PrivateTest images only (from *original*:
+    every variant shares its validation and test splits)."""
+    by_variant = prepared if isinstance(prepared, dict) else {"original": prepared}
+    train = {name: load_split(p.root, "Training") for name, p in by_variant.items()}
+    prepared = by_variant["original"]
     val_x, val_y = load_split(prepared.root, "PublicTest")
     test_x, _ = load_split(prepared.root, "PrivateTest", with_labels=False)
     classes = tuple(prepared.manifest.get("classes", CLASSES))
@@ -65,8 +85,9 @@ def search(
         (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     init_ray()
     print(f"preparing {data_path} → {out / 'data'}")
-    prepared = prepare_fer2013(data_path, out / "data")
-    data = load_trial_data(prepared, _variants(cfg))
+    by_variant = prepare_variants(data_path, out, _variants(cfg), cfg.balanced_per_class)
+    prepared = by_variant["original"]
+    data = load_trial_data(by_variant)
     budget = f"{cfg.time_budget_s:.0f}s" if cfg.time_budget_s else "none"
     verb = "resuming" if resume else "searching"
     print(f"{verb}: {cfg.num_samples} trials, ≤{cfg.max_epochs} epochs, time budget {budget}, storage {out}")

@@ -292,6 +292,7 @@ def train_fer(config: dict, data: TrialData) -> None:
             "train_loss": train_loss,
             "lr": opt.param_groups[0]["lr"],
             "params": n_params,
+            "train_images": len(train_x),
             "train_images_per_s": len(train_x) / train_s,
             "train_s": train_s,
             **{f"val_recall_{c}": float(r) for c, r in zip(data.classes, recall, strict=True)},

@@ -174,3 +174,24 @@ def test_sigkill_driver_then_resume_keeps_finished_trials_and_runs_the_rest(tmp_
         assert after[t] == before[t] == [1, 2, 3], f"finished trial {t} was re-run: {after[t]}"
     assert all(t.status == "done" for t in result.trials)
     assert all(ep[-1] == 3 and ep == sorted(set(ep)) for ep in after.values()), after
+
+
+@pytest.mark.slow
+def test_the_data_variant_is_searched_and_each_trial_trains_on_its_own(tmp_path, ray_local, synth_csv):
+    space = SearchSpace(**{**TINY.__dict__, "variant": ("original", "balanced")})
+    fixed = {"arch": "mini_xception", "mini_xception.width": 0.5, "lr": 2e-3, "dropout": 0.1}
+    cfg = SearchConfig(
+        name="variants", space=space, num_samples=2, max_epochs=1, grace_period=1, balanced_per_class=40,
+        points_to_evaluate=({**fixed, "variant": "original"}, {**fixed, "variant": "balanced"}),
+    )  # fmt: skip
+    result = search(cfg, synth_csv, tmp_path / "s")
+    assert all(t.status == "done" for t in result.trials)
+    balanced = json.loads((tmp_path / "s" / "variants" / "balanced" / "manifest.json").read_text())
+    assert balanced["counts"]["Training"] == {c: 40 for c in balanced["classes"]}
+    original = json.loads((tmp_path / "s" / "data" / "manifest.json").read_text())
+    assert not (tmp_path / "s" / "variants" / "original").exists()  # balanced was built from data/
+    seen = {}
+    for result_file in (tmp_path / "s" / "tune").glob("trial_*/result.json"):
+        row = json.loads(result_file.read_text().splitlines()[0])
+        seen[row["config"]["variant"]] = row["train_images"]
+    assert seen == {"original": sum(original["counts"]["Training"].values()), "balanced": 7 * 40}
