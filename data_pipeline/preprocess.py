@@ -6,6 +6,7 @@ the driver from the seed, so the output does not depend on how Ray splits the da
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 import cv2
@@ -69,16 +70,16 @@ def _largest(boxes: np.ndarray | tuple) -> tuple[int, int, int, int] | None:
     return b[0]
 
 
-def detect_face(gray: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Largest frontal face (x, y, w, h) in ``gray``'s coordinates, or None."""
-    view, scale, pad = _detection_view(gray)
+def _face_boxes(view: np.ndarray) -> np.ndarray | tuple:
+    """Every frontal face the Viola–Jones cascade finds in a detection view (view coordinates)."""
     side = min(view.shape)
-    boxes = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
+    return _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
         view, scaleFactor=1.1, minNeighbors=4, minSize=(side // 5, side // 5)
     )
-    box = _largest(boxes)
-    if box is None:
-        return None
+
+
+def _to_image(box: tuple[int, int, int, int], scale: float, pad: int) -> tuple[int, int, int, int]:
+    """A detection-view box back in the original image's pixels."""
     x, y, w, h = box
     return (
         round((x - pad) / scale),
@@ -88,20 +89,51 @@ def detect_face(gray: np.ndarray) -> tuple[int, int, int, int] | None:
     )
 
 
+def detect_face(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Largest frontal face (x, y, w, h) in ``gray``'s coordinates, or None."""
+    view, scale, pad = _detection_view(gray)
+    box = _largest(_face_boxes(view))
+    return None if box is None else _to_image(box, scale, pad)
+
+
+def _distinct(boxes: np.ndarray | tuple) -> list[tuple[int, int, int, int]]:
+    """Boxes largest first, without those lying mostly (> half their area) inside a larger kept box."""
+    kept: list[tuple[int, int, int, int]] = []
+    for b in sorted((tuple(int(v) for v in box) for box in boxes), key=lambda r: (-r[2] * r[3], r[1], r[0])):
+        x, y, w, h = b
+        inside = (
+            max(0, min(x + w, k[0] + k[2]) - max(x, k[0])) * max(0, min(y + h, k[1] + k[3]) - max(y, k[1]))
+            for k in kept
+        )
+        if all(a <= 0.5 * w * h for a in inside):
+            kept.append(b)
+    return kept
+
+
+def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Every frontal face (x, y, w, h) in ``gray``'s coordinates, largest first (``detect_face`` is the
+    first one); a detection mostly inside a larger one is dropped. Empty when there is no face."""
+    view, scale, pad = _detection_view(gray)
+    return [_to_image(b, scale, pad) for b in _distinct(_face_boxes(view))]
+
+
 def face_roi(gray: np.ndarray, margin: float = 0.1) -> tuple[np.ndarray | None, int]:
     """Paper 000's face ROI: Viola–Jones face, then eyes and mouth inside it; the crop spans the eyes
     horizontally and eyes-to-mouth vertically, widened by ``margin``. Eyes / mouth the cascades miss
     fall back to their usual place in the face box. Returns (crop or None when no face, FACE|EYES|MOUTH).
     """
     view, scale, pad = _detection_view(gray)
-    side = min(view.shape)
-    face = _largest(
-        _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
-            view, scaleFactor=1.1, minNeighbors=4, minSize=(side // 5, side // 5)
-        )
-    )
+    face = _largest(_face_boxes(view))
     if face is None:
         return None, 0
+    crop, flags, _ = _roi_of(gray, view, scale, pad, face, margin)
+    return crop, flags
+
+
+def _roi_of(
+    gray: np.ndarray, view: np.ndarray, scale: float, pad: int, face: tuple[int, int, int, int], margin: float
+) -> tuple[np.ndarray | None, int, tuple[int, int, int, int] | None]:
+    """``face_roi``'s crop of one face box (view coordinates): (crop | None, flags, crop box x, y, w, h)."""
     fx, fy, fw, fh = face
     flags = FACE
     upper = view[fy : fy + int(0.6 * fh), fx : fx + fw]
@@ -133,8 +165,36 @@ def face_roi(gray: np.ndarray, margin: float = 0.1) -> tuple[np.ndarray | None, 
     cx0, cy0 = max(0, int(box[0])), max(0, int(box[1]))
     cx1, cy1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
     if cx1 - cx0 < 4 or cy1 - cy0 < 4:
-        return None, 0
-    return gray[cy0:cy1, cx0:cx1], flags
+        return None, 0, None
+    return gray[cy0:cy1, cx0:cx1], flags, (cx0, cy0, cx1 - cx0, cy1 - cy0)
+
+
+@dataclass(frozen=True)
+class FaceROI:
+    """One face of ``face_rois``: the detector's box and the ROI crop, both (x, y, w, h) in the image's
+    pixels (the face box clipped to the image), the crop itself and its FACE|EYES|MOUTH flags."""
+
+    box: tuple[int, int, int, int]
+    roi: tuple[int, int, int, int]
+    crop: np.ndarray
+    flags: int
+
+
+def face_rois(gray: np.ndarray, margin: float = 0.1) -> list[FaceROI]:
+    """``face_roi`` for every face ``detect_faces`` finds (same detection view, same crop rule), in
+    reading order (left to right, then top to bottom). Empty when there is no face."""
+    view, scale, pad = _detection_view(gray)
+    h, w = gray.shape
+    out = []
+    for face in _distinct(_face_boxes(view)):
+        crop, flags, roi = _roi_of(gray, view, scale, pad, face, margin)
+        if crop is None or roi is None:
+            continue
+        x, y, bw, bh = _to_image(face, scale, pad)
+        x0, y0 = min(max(0, x), w - 1), min(max(0, y), h - 1)
+        box = (x0, y0, max(1, min(w, x + bw) - x0), max(1, min(h, y + bh) - y0))
+        out.append(FaceROI(box, roi, crop, flags))
+    return sorted(out, key=lambda f: (f.box[0], f.box[1]))
 
 
 def wants_roi(cfg: PreprocessConfig, height: int, width: int) -> bool:

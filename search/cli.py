@@ -127,13 +127,24 @@ def format_trials(rows: list[dict], sort: str, columns: tuple[str, ...] | None =
 
 
 def _export(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from search.compare import format_rows
     from search.run import select_and_export
+    from search.service import search_config
 
-    result = select_and_export(args.search_dir, args.top_k, args.out)
+    cfg = search_config(Path(args.search_dir))
+    merge = cfg.merge if args.merge_bases is None else dataclasses.replace(cfg.merge, bases=args.merge_bases)
+    bags = cfg.ensemble_bags if args.bags is None else args.bags
+    result = select_and_export(args.search_dir, args.top_k, args.out, merge=merge, bags=bags)
     print(format_rows(result.rows))
     tta = " with flip TTA" if result.chosen.tta else ""
     print(f"exported {result.chosen.name}{tta} ({len(result.chosen.weights)} members) to {result.export_dir}")
+    if args.wandb_project:
+        from search.wandb_logging import log_export_artifact
+
+        run_dir = log_export_artifact(result.export_dir, project=args.wandb_project, report=result.report)
+        print(f"logged the export to W&B project {args.wandb_project} (run {run_dir})")
     return 0
 
 
@@ -143,51 +154,43 @@ def _trials(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import csv
+
     from search.export import Predictor
-    from search.predict import InputError, iter_inputs
+    from search.predict import csv_header, predict_paths
 
     predictor = Predictor.from_dir(args.export_dir)
-    sink = open(args.out, "w") if args.out else sys.stdout
-    failed = 0
-    batch: list[tuple[str, object]] = []
-
-    def flush() -> None:
-        import numpy as np
-
-        if not batch:
-            return
-        probs = predictor.predict_proba(np.stack([img for _, img in batch]))
-        for (name, _), p in zip(batch, probs, strict=True):
-            k = int(p.argmax())
-            if args.format == "csv":
-                sink.write(",".join([name, predictor.classes[k], *(f"{v:.6f}" for v in p)]) + "\n")
-            else:
-                record = {
-                    "input": name,
-                    "class": predictor.classes[k],
-                    "probabilities": {
-                        c: round(float(v), 6) for c, v in zip(predictor.classes, p, strict=True)
-                    },
-                }
-                sink.write(json.dumps(record) + "\n")
-        batch.clear()
-
-    if args.format == "csv":
-        sink.write(",".join(["input", "class", *predictor.classes]) + "\n")
+    roi = False if args.no_roi else (args.roi or True)
+    sink = open(args.out, "w", newline="") if args.out else sys.stdout
+    writer = csv.writer(sink, lineterminator="\n") if args.format == "csv" else None
+    failed = classified = 0
     try:
-        for name, item in iter_inputs(args.inputs):
-            if isinstance(item, InputError):
+        if writer:
+            writer.writerow(csv_header(predictor.classes))
+        for result in predict_paths(predictor, args.inputs, roi=roi, every=args.every):
+            if result.status == "error":
                 failed += 1
-                print(f"error: {item}", file=sys.stderr)
+                print(f"error: {result.error}", file=sys.stderr)
                 continue
-            batch.append((name, item))
-            if len(batch) >= 256:
-                flush()
-        flush()
+            classified += result.status == "ok"
+            if writer:
+                writer.writerow(result.csv_row(predictor.classes))
+            else:
+                sink.write(json.dumps(result.to_json()) + "\n")
+            sink.flush()
     finally:
         if sink is not sys.stdout:
             sink.close()
-    return 1 if failed else 0
+    if not classified and not failed:
+        print("fersearch: nothing classified (no input, or no face found in any input)", file=sys.stderr)
+    return 1 if failed or not classified else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
 
 
 def _budget_flags(p: argparse.ArgumentParser) -> None:
@@ -229,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("search_dir")
     ex.add_argument("--top-k", type=int, default=8, help="candidates: the k best trials")
     ex.add_argument("--out", help="export directory (default <search_dir>/export)")
+    ex.add_argument(
+        "--merge-bases",
+        type=int,
+        metavar="K",
+        help="bases of the merge net (0: none; default: the search spec's merge.bases)",
+    )
+    ex.add_argument("--bags", type=int, metavar="N", help="bagged greedy selection with N bags (0: plain)")
+    ex.add_argument("--wandb-project", metavar="NAME", help="also log the export to W&B as a model artifact")
     ex.set_defaults(func=_export)
 
     tr = sub.add_parser("trials", help="table of a search directory's trials")
@@ -241,11 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_cluster_commands(sub)
 
-    pd = sub.add_parser("predict", help="classify images, folders or a Kaggle CSV with an exported ensemble")
+    pd = sub.add_parser(
+        "predict",
+        help="classify the faces in images, folders, Kaggle CSVs or videos with an exported ensemble",
+    )
     pd.add_argument("export_dir")
-    pd.add_argument("inputs", nargs="+")
+    pd.add_argument("inputs", nargs="+", help="image files, folders (recursive), .csv/.csv.gz, videos")
     pd.add_argument("--out", help="write here instead of stdout")
     pd.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    pd.add_argument(
+        "--every",
+        type=_positive_int,
+        metavar="N",
+        help="classify every N-th video frame (default: one frame per second of video)",
+    )
+    roi = pd.add_mutually_exclusive_group()
+    roi.add_argument(
+        "--roi",
+        choices=["auto", "face", "none"],
+        help="Viola-Jones face ROI: auto = on images whose shorter side exceeds 96 px; "
+        "default: as the export records, else auto",
+    )
+    roi.add_argument("--no-roi", action="store_true", help="classify each whole image resized (= --roi none)")
     pd.set_defaults(func=_predict)
     return p
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from data_pipeline.fer2013 import load_split
-from search.ensemble import Selection, accuracy, greedy_select, load_val_probs
+from search.ensemble import Selection, accuracy, bagged_select, greedy_select, load_val_probs
 from search.report import scores
 from search.trainable import TEST_FILE, TRIAL_FILE, VAL_FILE, WEIGHTS_FILE, build_model, predict_proba
 
@@ -87,17 +87,27 @@ GREEDY_MERGE = "greedy + merge net"
 
 
 def choose(
-    val_probs: Sequence[np.ndarray], val_y: np.ndarray, tta: bool, top_k: int = 3, merge: int | None = None
+    val_probs: Sequence[np.ndarray],
+    val_y: np.ndarray,
+    tta: bool,
+    top_k: int = 3,
+    merge: int | None = None,
+    bags: int = 0,
 ) -> list[Strategy]:
     """The strategies, each fixed from PublicTest probabilities and labels only.
 
     ``merge`` is the index of the merge net among the candidates, if there is one: the trial strategies
     leave it out; it gets its own row and one greedy selection over every candidate, the merge net included.
+    ``bags`` > 0: the greedy rows use bagged selection (that many bags of half the candidates).
     """
+
+    def select(probs: Sequence[np.ndarray]) -> Selection:
+        return bagged_select(probs, val_y, n_bags=bags) if bags else greedy_select(probs, val_y)
+
     trials = [i for i in range(len(val_probs)) if i != merge]
     order = sorted(trials, key=lambda i: (-accuracy(val_probs[i], val_y), i))
     k = min(top_k, len(order))
-    greedy = greedy_select([val_probs[i] for i in trials], val_y)
+    greedy = select([val_probs[i] for i in trials])
     chosen = [
         Strategy("best single", tta, {order[0]: 1.0}),
         Strategy(f"top-{k} average", tta, {i: 1.0 / k for i in order[:k]}),
@@ -105,7 +115,7 @@ def choose(
     ]
     if merge is not None:
         chosen.append(Strategy(MERGE_NET, tta, {merge: 1.0}))
-        chosen.append(Strategy(GREEDY_MERGE, tta, _selection_weights(greedy_select(val_probs, val_y))))
+        chosen.append(Strategy(GREEDY_MERGE, tta, _selection_weights(select(val_probs))))
     return chosen
 
 
@@ -137,7 +147,12 @@ class Comparison:
 
 
 def compare(
-    candidates: Sequence[Candidate], data_root: Path, *, top_k: int = 3, merge: int | None = None
+    candidates: Sequence[Candidate],
+    data_root: Path,
+    *,
+    top_k: int = 3,
+    merge: int | None = None,
+    bags: int = 0,
 ) -> Comparison:
     """The comparison table, the strategies by (name, tta), and their PrivateTest confusion matrices.
     ``merge``: index of the merge net in ``candidates`` (see :func:`choose`)."""
@@ -152,7 +167,11 @@ def compare(
         (p + predict_proba(m, test_x[:, :, ::-1])) / 2 for p, m in zip(plain_test, models, strict=True)
     ]
 
-    strategies = choose(plain_val, val_y, False, top_k, merge) + choose(tta_val, val_y, True, top_k, merge)
+    strategies = [
+        s
+        for tta, val in ((False, plain_val), (True, tta_val))
+        for s in choose(val, val_y, tta, top_k, merge, bags)
+    ]
     _, test_y = load_split(data_root, "PrivateTest")
     rows, chosen, confusion = [], {}, {}
     for s in strategies:

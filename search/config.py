@@ -169,6 +169,7 @@ class SearchConfig:
     optuna_storage: str | None = None
     merge: MergeConfig = field(default_factory=MergeConfig)
     balanced_per_class: int = 8000
+    ensemble_bags: int = 0
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -184,6 +185,10 @@ class SearchConfig:
         _check_choices("objectives", self.objectives, OBJECTIVES)
         if self.checkpoints_to_keep < 1:
             raise SpecError("checkpoints_to_keep must be >= 1")
+        if self.ensemble_bags < 0:
+            raise SpecError(
+                f"ensemble_bags must be >= 0 (0: plain greedy selection), got {self.ensemble_bags}"
+            )
         if self.balanced_per_class < 1:
             raise SpecError(f"balanced_per_class must be >= 1, got {self.balanced_per_class}")
         if self.workers_per_trial < 1:

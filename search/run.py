@@ -117,7 +117,11 @@ def preprocessing_of(data_manifest: dict) -> dict | None:
 
 
 def select_and_export(
-    search_dir: str | Path, top_k: int = 8, out: str | Path | None = None, merge: MergeConfig | None = None
+    search_dir: str | Path,
+    top_k: int = 8,
+    out: str | Path | None = None,
+    merge: MergeConfig | None = None,
+    bags: int = 0,
 ) -> ExportResult:
     """Compare ensembling strategies over the top-k trials (and the merge net built from the best of
     them, unless ``merge.bases`` is 0) and export the greedy ensemble (± flip TTA, ± merge net) that scores
@@ -131,7 +135,7 @@ def select_and_export(
     merge_index = None
     if merged is not None:
         candidates, merge_index = [*candidates, merged], len(candidates)
-    comparison = compare(candidates, data_root, merge=merge_index)
+    comparison = compare(candidates, data_root, merge=merge_index, bags=bags)
     rows = comparison.rows
     greedy = [r for r in rows if r.strategy in (GREEDY, GREEDY_MERGE)]
     pick = max(greedy, key=lambda r: (r.public_acc, not r.tta))
@@ -173,7 +177,7 @@ def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None =
     print(f"[1/2] search ({cfg.name})")
     searched = search(cfg, csv_path, out)
     print(f"[2/2] ensembles over the top {cfg.top_k} trials, chosen on PublicTest; export")
-    exported = select_and_export(out, cfg.top_k, merge=cfg.merge)
+    exported = select_and_export(out, cfg.top_k, merge=cfg.merge, bags=cfg.ensemble_bags)
     result = RunResult(out, searched.trials, exported, time.time() - start)
     summary = summary_dict(result, cfg, csv_path, synthetic)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -120,6 +120,14 @@ def resume(out_dir: str | Path) -> SearchRun:
     return search(config_from_dict(spec["config"]), spec["data"], out, resume=True)
 
 
+def search_config(out_dir: str | Path) -> SearchConfig:
+    """The config a search directory ran with (``search.json``); defaults for a directory without one."""
+    spec_path = Path(out_dir) / SPEC_FILE
+    if not spec_path.is_file():
+        return SearchConfig()
+    return config_from_dict(json.loads(spec_path.read_text())["config"])
+
+
 def _variants(cfg: SearchConfig) -> tuple[str, ...]:
     dom = cfg.space.variant
     return tuple(dom) if isinstance(dom, tuple) else ("original",)

@@ -1,8 +1,11 @@
-"""W&B: one run per trial through Tune's callback, plus a summary run; offline unless a key is set."""
+"""W&B: one run per trial through Tune's callback, a summary run, and an exported ensemble as an artifact;
+offline unless a key is set."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,20 +87,113 @@ def log_summary(
     return run_dir
 
 
-def read_offline_run(run_dir: str | Path) -> tuple[list[dict], dict]:
-    """(history rows, summary) of an offline W&B run, read from its ``run-*.wandb`` log.
+def _artifact_name(*parts: str) -> str:
+    """W&B artifact names allow letters, digits, ``-``, ``_`` and ``.``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(p for p in parts if p)).strip("-.") or "ensemble"
 
-    Lets users (and tests) check what an offline run holds before ``wandb sync``. The file is a LevelDB-style
-    log: a 7-byte header, then 32 KiB blocks of records (4-byte CRC, 2-byte length, 1-byte type).
+
+def log_export_artifact(
+    export_dir: str | Path,
+    *,
+    project: str,
+    run_name: str | None = None,
+    mode: str | None = None,
+    dir: str | Path | None = None,
+    report: str | Path | None = None,
+) -> str:
+    """Log an export directory (``search/export.py``) as a W&B artifact of type ``model``; return the run dir.
+
+    The artifact holds the export's files (``model.onnx``, ``member_*.safetensors``, ``manifest.json``) and
+    carries the manifest's classes, members (arch, kwargs, weight, PublicTest accuracy) and metrics as
+    metadata; it is named ``<project>-<search>`` (the export's folder name when it isn't ``export``). The HTML
+    report -- ``report`` (``report.html`` or its folder), else ``<export_dir>/report/``, else a
+    ``report.html`` in the export -- goes in a second artifact of type ``report``, and its PNGs are logged as
+    images. ``mode`` defaults to ``$WANDB_MODE``, else online when ``WANDB_API_KEY`` is set, else offline
+    (``wandb sync <run dir>`` uploads it later); ``dir`` defaults to ``<export_dir>/../wandb``.
     """
-    import json
+    import wandb
 
+    root = Path(export_dir).resolve()
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: missing; not a fersearch export")
+    manifest = json.loads(manifest_path.read_text())
+    default = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    mode = wandb_mode(mode or default)
+    wandb_dir = Path(dir) if dir else root.parent / "wandb"
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+    label = root.parent.name if root.name == "export" else root.name
+    name = _artifact_name(project, label)
+    members = manifest.get("members", [])
+    metadata = {
+        "format": manifest.get("format"),
+        "classes": manifest.get("classes", []),
+        "tta_flip": manifest.get("tta_flip", False),
+        "n_members": len(members),
+        "members": [
+            {k: m.get(k) for k in ("file", "trial_id", "arch", "arch_kwargs", "weight", "val_acc")}
+            for m in members
+        ],
+        "metrics": manifest.get("metrics", {}),
+        "versions": manifest.get("versions", {}),
+    }
+    model = wandb.Artifact(name, type="model", description=f"fersearch ensemble exported to {root}",
+                           metadata=metadata)  # fmt: skip
+    for f in sorted(root.iterdir()):
+        if f.is_file():
+            model.add_file(str(f), name=f.name)
+
+    report_dir = Path(report) if report is not None else root / "report"
+    if report is not None and not report_dir.exists():
+        raise FileNotFoundError(f"{report_dir}: no such report")
+    if report_dir.is_file():
+        report_dir = report_dir.parent
+    if report is None and not report_dir.is_dir() and (root / "report.html").is_file():
+        report_dir = root
+    report_files = (
+        [f for f in sorted(report_dir.iterdir()) if f.is_file() and f.suffix.lower() in (".html", ".png")]
+        if report_dir.is_dir()
+        else []
+    )
+
+    run = wandb.init(
+        project=project,
+        name=run_name or f"{label}-export",
+        job_type="export",
+        mode=mode,
+        dir=str(wandb_dir),
+        config={"export_dir": str(root), "members": len(members)},
+    )
+    run.log_artifact(model, aliases=["latest"])
+    if report_files:
+        report_art = wandb.Artifact(_artifact_name(project, label, "report"), type="report")
+        for f in report_files:
+            report_art.add_file(str(f), name=f"report/{f.name}")
+        run.log_artifact(report_art)
+        images = {f"report/{f.stem}": wandb.Image(str(f)) for f in report_files if f.suffix.lower() == ".png"}
+        if images:
+            run.log(images)
+    public = manifest.get("metrics", {}).get("PublicTest", {}).get("acc")
+    private = manifest.get("metrics", {}).get("PrivateTest", {}).get("acc")
+    run.summary.update({"members": len(members), "public_acc": public, "private_acc": private})
+    run_dir = Path(run.dir).parent
+    run.finish()
+    wandb.teardown()  # finish() can return before the service has written the last records; flush them now
+    return str(run_dir)
+
+
+def _offline_records(run_dir: str | Path):
+    """The records of an offline run's ``run-*.wandb`` log, in order.
+
+    The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of records (4-byte CRC, 2-byte
+    length, 1-byte type: full, or first / middle / last fragment of a record split across blocks).
+    """
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = next(Path(run_dir).glob("run-*.wandb")).read_bytes()
     block, pos, pending = 32768, 7, b""
-    history: list[dict] = []
-    summary: dict = {}
     while pos + 7 <= len(data):
         if block - pos % block < 7:
             pos += block - pos % block
@@ -113,6 +209,17 @@ def read_offline_run(run_dir: str | Path) -> tuple[list[dict], dict]:
             continue
         record = pb.Record()
         record.ParseFromString(payload)
+        yield record
+
+
+def read_offline_run(run_dir: str | Path) -> tuple[list[dict], dict]:
+    """(history rows, summary) of an offline W&B run, read from its ``run-*.wandb`` log.
+
+    Lets users (and tests) check what an offline run holds before ``wandb sync``.
+    """
+    history: list[dict] = []
+    summary: dict = {}
+    for record in _offline_records(run_dir):
         which = record.WhichOneof("record_type")
         if which == "history":
             history.append(
@@ -123,3 +230,23 @@ def read_offline_run(run_dir: str | Path) -> tuple[list[dict], dict]:
                 {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
             )
     return history, summary
+
+
+def read_offline_artifacts(run_dir: str | Path) -> list[dict]:
+    """The artifacts an offline W&B run logged: name, type, aliases, metadata and files (path -> size)."""
+    found = []
+    for record in _offline_records(run_dir):
+        if record.WhichOneof("record_type") != "artifact":
+            continue
+        a = record.artifact
+        found.append(
+            {
+                "name": a.name,
+                "type": a.type,
+                "aliases": list(a.aliases),
+                "metadata": json.loads(a.metadata) if a.metadata else {},
+                "files": {e.path: e.size for e in a.manifest.contents},
+                "digest": a.digest,
+            }
+        )
+    return found

@@ -89,11 +89,26 @@ def test_export_picks_on_public_test_and_round_trips(search_dir, tmp_path):
         )
 
 
-def test_export_cli(search_dir, tmp_path, capsys):
-    assert main(["export", str(search_dir), "--top-k", "2", "--out", str(tmp_path / "e")]) == 0
+def test_export_cli_logs_the_export_to_wandb(search_dir, tmp_path, capsys, monkeypatch):
+    """``fersearch export --merge-bases 0 --wandb-project``: real selection, real offline W&B."""
+    from search.wandb_logging import read_offline_artifacts
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "cfg")):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home" / sub))
+    args = ["export", str(search_dir), "--top-k", "2", "--out", str(tmp_path / "e"), "--merge-bases", "0"]
+    assert main([*args, "--wandb-project", "fersearch"]) == 0
     out = capsys.readouterr().out
-    assert "greedy selection" in out and "exported" in out
+    assert "greedy selection" in out and "exported" in out and "merge net" not in out
+    assert "logged the export to W&B project fersearch" in out
     assert (tmp_path / "e" / "model.onnx").is_file()
+    (run_dir,) = (tmp_path / "wandb").rglob("offline-run-*")
+    artifacts = {a["type"]: set(a["files"]) for a in read_offline_artifacts(run_dir)}
+    members = {f.name for f in (tmp_path / "e").glob("member_*.safetensors")}
+    assert artifacts["model"] == {"manifest.json", "model.onnx", *members}
+    assert "report/report.html" in artifacts["report"]
 
 
 def test_strategies_are_chosen_from_public_test_arrays_only():
@@ -110,6 +125,11 @@ def test_strategies_are_chosen_from_public_test_arrays_only():
     assert all(3 not in strategies[n].weights for n in STRATEGIES[:3])
     assert strategies["merge net"].weights == {3: 1.0}
     assert strategies["greedy + merge net"].weights == {3: 1.0}
+    # Bagged selection in the greedy rows: bags drawn without the perfect model still count.
+    bagged = {s.name: s for s in choose(probs, y, tta=False, top_k=3, merge=3, bags=8)}
+    assert list(bagged) == list(STRATEGIES) and 3 not in bagged["greedy selection"].weights
+    weights = bagged["greedy + merge net"].weights
+    assert sum(weights.values()) == pytest.approx(1.0) and weights[3] == max(weights.values())
 
 
 def test_bootstrap_interval_brackets_the_mean():
