@@ -62,8 +62,6 @@ def fer_ddp_worker(config: dict) -> None:
     import ray.train.torch
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
-    from safetensors.torch import load_file
     from torchmetrics.functional.classification import (
         multiclass_accuracy,
         multiclass_confusion_matrix,
@@ -71,17 +69,15 @@ def fer_ddp_worker(config: dict) -> None:
     )
 
     from search.trainable import (
-        TRIAL_FILE,
-        WEIGHTS_FILE,
         arch_kwargs_of,
-        augment,
         build_model,
         class_weights,
         make_optimizer,
         make_scheduler,
         predict_proba,
+        restore,
         save_checkpoint,
-        to_tensor,
+        train_one_epoch,
     )
 
     ctx = ray.train.get_context()
@@ -122,41 +118,26 @@ def fer_ddp_worker(config: dict) -> None:
     strength = float(config.get("augment", 1.0))
     patience = config.get("early_stop_patience")
 
-    start_epoch, best, best_epoch = 1, -1.0, 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            module.load_state_dict(load_file(str(Path(d) / WEIGHTS_FILE), device=str(device)))
-            state = json.loads((Path(d) / TRIAL_FILE).read_text())
-        start_epoch = int(state["metrics"]["epoch"]) + 1
-        best, best_epoch = float(state["best_val_acc"]), int(state["best_epoch"])
-        if schedule != "plateau":
-            for _ in range((start_epoch - 1) * steps_per_epoch):
-                sched.step()
+    start_epoch, best, best_epoch = restore(
+        ray.train.get_checkpoint(), module, device, None if schedule == "plateau" else sched, steps_per_epoch
+    )
+    if start_epoch > 1:
         print(f"rank {rank}: resumed from epoch {start_epoch - 1} (best PublicTest accuracy {best:.4f})")
 
     val_y = torch.from_numpy(data.val_y)
     for epoch in range(start_epoch, max_epochs + 1):
-        model.train()
         shard = epoch_shard(len(train_x), epoch, seed, rank, world)
-        loss_sum, t0 = torch.zeros(2, dtype=torch.float64), time.perf_counter()
-        for i in range(0, len(shard), per_rank_batch):
-            idx = np.sort(shard[i : i + per_rank_batch])
-            x = augment(to_tensor(train_x[idx], device), gen, strength)
-            y = torch.from_numpy(train_y[idx]).to(device)
-            loss = F.cross_entropy(model(x), y, weight=weight, label_smoothing=smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training diverged: loss is {loss.item()} at epoch {epoch} (rank {rank})"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # DDP all-reduces the gradients here
-            opt.step()
-            if schedule != "plateau":
-                sched.step()
-            loss_sum += torch.tensor([loss.item() * len(idx), len(idx)], dtype=torch.float64)
+        t0 = time.perf_counter()
+        try:  # DDP all-reduces the gradients in each backward()
+            local_loss = train_one_epoch(
+                model, opt, train_x, train_y, batch_size=per_rank_batch, gen=gen, rng=None, strength=strength,
+                sched=None if schedule == "plateau" else sched, weight=weight, smoothing=smoothing,
+                device=device, order=shard,
+            )  # fmt: skip
+        except FloatingPointError as e:
+            raise FloatingPointError(f"{e} of epoch {epoch} (rank {rank})") from None
         train_s = time.perf_counter() - t0
-        local_loss = float(loss_sum[0] / loss_sum[1])
+        loss_sum = torch.tensor([local_loss * len(shard), len(shard)], dtype=torch.float64)
         if distributed:
             dist.all_reduce(loss_sum)
 

@@ -170,6 +170,7 @@ class SearchConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     balanced_per_class: int = 8000
     ensemble_bags: int = 0
+    storage_uri: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -185,6 +186,11 @@ class SearchConfig:
         _check_choices("objectives", self.objectives, OBJECTIVES)
         if self.checkpoints_to_keep < 1:
             raise SpecError("checkpoints_to_keep must be >= 1")
+        if self.storage_uri is not None and "://" not in self.storage_uri:
+            raise SpecError(
+                f"storage_uri must be a pyarrow filesystem URI (s3://, gs://, hdfs://, file://), "
+                f"got {self.storage_uri!r}; for a shared mount give the search directory instead"
+            )
         if self.ensemble_bags < 0:
             raise SpecError(
                 f"ensemble_bags must be >= 0 (0: plain greedy selection), got {self.ensemble_bags}"

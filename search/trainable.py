@@ -121,17 +121,19 @@ def train_one_epoch(
     *,
     batch_size: int,
     gen: torch.Generator,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None,
     strength: float = 1.0,
     sched=None,
     weight: torch.Tensor | None = None,
     smoothing: float = 0.0,
     device: torch.device | str = "cpu",
+    order: np.ndarray | None = None,
 ) -> float:
     """One shuffled pass with on-batch augmentation; ``sched`` (if any) steps per batch. Returns the mean
-    loss; a non-finite loss raises FloatingPointError naming the step."""
+    loss; a non-finite loss raises FloatingPointError naming the step. ``order``: the sample indices to
+    visit, in order (a data-parallel rank's shard), instead of a permutation of all of ``x``."""
     model.train()
-    order = rng.permutation(len(x))
+    order = rng.permutation(len(x)) if order is None else order
     total = 0.0
     for i in range(0, len(order), batch_size):
         idx = np.sort(order[i : i + batch_size])
@@ -250,17 +252,10 @@ def train_fer(config: dict, data: TrialData) -> None:
     strength = float(config.get("augment", 1.0))
     patience = config.get("early_stop_patience")
 
-    start_epoch, best, best_epoch = 1, -1.0, 0
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            model.load_state_dict(load_file(str(Path(d) / WEIGHTS_FILE), device=str(device)))
-            state = json.loads((Path(d) / TRIAL_FILE).read_text())
-        start_epoch = int(state["metrics"]["epoch"]) + 1
-        best, best_epoch = float(state["best_val_acc"]), int(state["best_epoch"])
-        if schedule != "plateau":
-            for _ in range((start_epoch - 1) * steps_per_epoch):
-                sched.step()
+    start_epoch, best, best_epoch = restore(
+        tune.get_checkpoint(), model, device, None if schedule == "plateau" else sched, steps_per_epoch
+    )
+    if start_epoch > 1:
         print(f"resumed from epoch {start_epoch - 1} (best PublicTest accuracy {best:.4f})")
 
     val_y = torch.from_numpy(data.val_y)
@@ -315,6 +310,23 @@ def train_fer(config: dict, data: TrialData) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         if patience and epoch - best_epoch >= int(patience):
             break
+
+
+def restore(
+    ckpt, model: torch.nn.Module, device: torch.device | str, sched, steps_per_epoch: int
+) -> tuple[int, float, int]:
+    """Load a trial's last checkpoint (Tune's or Train's) into ``model`` and fast-forward a per-batch
+    ``sched``; returns (next epoch, best PublicTest accuracy, its epoch) -- (1, -1, 0) without one."""
+    if ckpt is None:
+        return 1, -1.0, 0
+    with ckpt.as_directory() as d:
+        model.load_state_dict(load_file(str(Path(d) / WEIGHTS_FILE), device=str(device)))
+        state = json.loads((Path(d) / TRIAL_FILE).read_text())
+    start_epoch = int(state["metrics"]["epoch"]) + 1
+    if sched is not None:
+        for _ in range((start_epoch - 1) * steps_per_epoch):
+            sched.step()
+    return start_epoch, float(state["best_val_acc"]), int(state["best_epoch"])
 
 
 def save_checkpoint(

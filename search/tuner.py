@@ -182,7 +182,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,
-            storage_path=str(storage),
+            storage_path=experiment_root(cfg, storage),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=cfg.checkpoints_to_keep,
                 checkpoint_score_attribute=METRIC,
@@ -201,24 +201,47 @@ def run_search(
     """Run (or, with ``resume``, restore and finish) the search; every trial, best PublicTest first."""
     from ray import tune
 
-    path = storage.resolve() / EXPERIMENT
+    path = f"{experiment_root(cfg, storage)}/{EXPERIMENT}"
     if resume:
-        if not tune.Tuner.can_restore(str(path)):
+        if not tune.Tuner.can_restore(path):
             raise FileNotFoundError(f"{path}: no Tune experiment to resume")
-        tuner = tune.Tuner.restore(
-            str(path), trainable=_trainable(cfg, data, storage), resume_unfinished=True
-        )
+        tuner = tune.Tuner.restore(path, trainable=_trainable(cfg, data, storage), resume_unfinished=True)
     else:
         tuner = build_tuner(cfg, data, storage)
-    records = [_record(r) for r in tuner.fit()]
+    grid = tuner.fit()
+    local = storage.resolve() / EXPERIMENT
+    if cfg.storage_uri:
+        fetch_experiment(path, local)
+    records = [_record(r, grid.experiment_path, local) for r in grid]
     return sorted(records, key=lambda r: (-r.val_acc, r.trial_id))
 
 
-def _record(result) -> TrialRecord:
+def experiment_root(cfg: SearchConfig, storage: Path) -> str:
+    """Where Tune persists: the search directory, or ``<storage_uri>/<search dir name>`` (any pyarrow
+    filesystem URI: S3, GCS, HDFS, ``file://``), which every node reaches without a shared mount."""
+    if cfg.storage_uri:
+        return f"{cfg.storage_uri.rstrip('/')}/{storage.resolve().name}"
+    return str(storage.resolve())
+
+
+def fetch_experiment(uri: str, local: Path) -> None:
+    """Copy the experiment from its storage URI into the search directory, where ensembles, export and
+    reports read it."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    local.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+
+
+def _record(result, experiment_path: str, local: Path) -> TrialRecord:
+    """One trial's row; checkpoint paths point into the local copy of the experiment."""
     cfg = result.config or {}
     metrics = result.metrics or {}
     best = result.get_best_checkpoint(METRIC, "max") if result.best_checkpoints else None
-    ckpt = Path(best.path) if best is not None else None
+    ckpt = None
+    if best is not None:
+        ckpt = _localise(best.path, experiment_path, local)
     if ckpt is None and metrics.get("checkpoint_path"):
         from cluster.train_in_tune import best_train_checkpoint
 
@@ -246,6 +269,13 @@ def _record(result) -> TrialRecord:
         hparams={k: v for k, v in saved_cfg.items() if k != "arch_kwargs"} or None,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
     )
+
+
+def _localise(path: str, experiment_path: str, local: Path) -> Path:
+    """A path inside the experiment (local, or on the storage URI's filesystem) → the same in ``local``."""
+    root = experiment_path.split("://", 1)[-1].rstrip("/")
+    inner = path.split("://", 1)[-1]
+    return local / Path(inner).relative_to(root) if inner.startswith(root + "/") else Path(path)
 
 
 def _first_line(err: BaseException) -> str:

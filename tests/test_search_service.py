@@ -195,3 +195,24 @@ def test_the_data_variant_is_searched_and_each_trial_trains_on_its_own(tmp_path,
         row = json.loads(result_file.read_text().splitlines()[0])
         seen[row["config"]["variant"]] = row["train_images"]
     assert seen == {"original": sum(original["counts"]["Training"].values()), "balanced": 7 * 40}
+
+
+@pytest.mark.slow
+def test_a_storage_uri_holds_the_experiment_and_the_search_dir_gets_a_copy(tmp_path, ray_local, synth_csv):
+    """``storage_uri`` (here ``file://``; S3/GCS the same through pyarrow) is where Tune persists; the
+    search directory receives the experiment afterwards, so ensembles and export work as usual."""
+    cfg = SearchConfig(
+        name="uri", space=TINY, num_samples=2, max_epochs=1, grace_period=1,
+        storage_uri=f"file://{tmp_path / 'bucket'}",
+    )  # fmt: skip
+    result = search(cfg, synth_csv, tmp_path / "s")
+    assert len(result.trials) == 2 and all(t.status == "done" for t in result.trials)
+    remote = tmp_path / "bucket" / "s" / "tune"
+    trial_dirs = sorted(p.name for p in remote.glob("trial_*"))
+    assert trial_dirs == sorted(f"trial_{t.trial_id}" for t in result.trials)
+    for t in result.trials:
+        assert t.checkpoint.is_relative_to(tmp_path / "s" / "tune"), t.checkpoint
+        assert (t.checkpoint / "model.safetensors").is_file()
+        assert (remote / t.checkpoint.relative_to(tmp_path / "s" / "tune") / "model.safetensors").is_file()
+    with pytest.raises(Exception, match="storage_uri"):
+        SearchConfig(storage_uri="/not/a/uri")
