@@ -36,10 +36,25 @@ FAST_FAILURE_DETECTION = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int, taken: set[int] | None = None) -> list[int]:
+    """``n`` distinct free ports, none in ``taken`` (which grows by them). The sockets stay bound until all
+    are picked: ports picked one at a time can repeat, and Ray refuses a node whose components share one."""
+    taken = set() if taken is None else taken
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in taken:
+                s.close()
+                continue
+            socks.append(s)
+        ports = [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    taken.update(ports)
+    return ports
 
 
 def node_resource(name: str) -> str:
@@ -151,6 +166,7 @@ class LocalCluster:
     nodes: dict[str, Node] = field(default_factory=dict)
     port: int = 0
     dashboard_port: int = 0
+    ports_taken: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.temp_dir = Path(self.temp_dir)
@@ -182,13 +198,14 @@ class LocalCluster:
         if name in self.nodes:
             raise ValueError(f"node {name!r} exists")
         resources = {node_resource(name): 1, **resources}
+        agent, agent_grpc, runtime_env, metrics = free_ports(4, self.ports_taken)
         log = self.temp_dir / f"node_{name}.log"
         cmd = [
             ray_executable(), "start", "--block", "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
             f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus:g}", f"--resources={json.dumps(resources)}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
             *args,
         ]  # fmt: skip
         with open(log, "wb") as out:
@@ -210,8 +227,7 @@ class LocalCluster:
     ) -> str:
         """Start the head and wait until it accepts nodes. ``dashboard`` serves the Jobs REST API on
         ``dashboard_port`` (needs ``ray[default]``); without it, jobs go through GCS (cluster/submit.py)."""
-        self.port = free_port()
-        self.dashboard_port = free_port()
+        self.port, self.dashboard_port = free_ports(2, self.ports_taken)
         self._start(
             "head",
             [

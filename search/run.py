@@ -178,6 +178,14 @@ def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None =
     searched = search(cfg, csv_path, out)
     print(f"[2/2] ensembles over the top {cfg.top_k} trials, chosen on PublicTest; export")
     exported = select_and_export(out, cfg.top_k, merge=cfg.merge, bags=cfg.ensemble_bags)
+    if cfg.wandb != "off":
+        from search.wandb_logging import log_export_artifact, wandb_mode
+
+        run_dir = log_export_artifact(
+            exported.export_dir, project=cfg.wandb_project, mode=wandb_mode(cfg.wandb), dir=out / "wandb",
+            report=exported.report,
+        )  # fmt: skip
+        print(f"export and report logged to W&B ({cfg.wandb}): {run_dir}")
     result = RunResult(out, searched.trials, exported, time.time() - start)
     summary = summary_dict(result, cfg, csv_path, synthetic)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

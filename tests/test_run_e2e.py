@@ -9,13 +9,16 @@ import pytest
 
 from data_pipeline.fer2013 import load_split
 from data_pipeline.synth import write_fer2013_csv
-from search.config import ArchSpace, Range, SearchConfig, SearchSpace
+from search.config import ArchSpace, MergeConfig, Range, SearchConfig, SearchSpace
 from search.export import Predictor
 from search.run import format_summary, run
 
 
 @pytest.mark.slow
-def test_run_end_to_end_on_synthetic(tmp_path, ray_local):
+def test_run_end_to_end_on_synthetic(tmp_path, ray_local, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "cfg")):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home" / sub))
     csv_path = write_fer2013_csv(tmp_path / "synth.csv.gz", n_rows=1200, seed=5)
     cfg = SearchConfig(
         space=SearchSpace(archs=(ArchSpace("mini_xception"),), lr=Range(1e-3, 3e-3, log=True)),
@@ -24,6 +27,8 @@ def test_run_end_to_end_on_synthetic(tmp_path, ray_local):
         grace_period=1,
         time_budget_s=240,
         top_k=3,
+        wandb="offline",
+        merge=MergeConfig(phase1_epochs=1, phase2_epochs=1),
     )
     result = run(csv_path, tmp_path / "run", cfg)
 
@@ -47,6 +52,18 @@ def test_run_end_to_end_on_synthetic(tmp_path, ray_local):
     acc = float(np.mean(predictor.predict_proba(test_x).argmax(1) == test_y))
     assert acc == pytest.approx(summary["scores"]["PrivateTest"]["ensemble"]["acc"], abs=1e-6)
     assert acc > 1 / 7 + 0.05, "three short trials should already beat chance on the synthetic faces"
+
+    # The merge net over the three trials was a candidate; the export and its report went to W&B (offline).
+    assert sorted(summary["merge"]["base_names"]) == sorted(t.trial_id for t in result.trials)
+    assert {r["strategy"] for r in summary["comparison"]} >= {"merge net", "greedy + merge net"}
+    from search.wandb_logging import read_offline_artifacts
+
+    logged = {
+        a["type"]
+        for d in (tmp_path / "run" / "wandb").rglob("offline-run-*")
+        for a in read_offline_artifacts(d)
+    }
+    assert {"model", "report"} <= logged
 
     text = format_summary(result)
     assert "best single" in text and "ensemble" in text and str(result.exported.export_dir) in text
