@@ -231,6 +231,7 @@ def demo_config() -> SearchConfig:
         max_epochs=6,
         grace_period=2,
         top_k=6,
+        merge=MergeConfig(phase1_epochs=2, phase2_epochs=1),
     )
 
 
