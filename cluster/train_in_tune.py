@@ -69,11 +69,9 @@ def fer_ddp_worker(config: dict) -> None:
     )
 
     from search.trainable import (
+        Recipe,
         arch_kwargs_of,
         build_model,
-        class_weights,
-        make_optimizer,
-        make_scheduler,
         predict_proba,
         restore,
         save_checkpoint,
@@ -107,19 +105,9 @@ def fer_ddp_worker(config: dict) -> None:
     per_rank_batch = max(1, int(config.get("batch_size", 64)) // world)
     per_rank_n = len(train_x) // world
     steps_per_epoch = math.ceil(per_rank_n / per_rank_batch)
-    lr = float(config["lr"])
-    opt = make_optimizer(
-        config.get("optimizer", "adam"), model.parameters(), lr, float(config.get("weight_decay", 0))
-    )
-    schedule = config.get("schedule", "onecycle")
-    sched = make_scheduler(opt, schedule, lr, max_epochs * steps_per_epoch)
-    weight = class_weights(train_y, k).to(device) if config.get("class_weighted") else None
-    smoothing = float(config.get("label_smoothing", 0.0))
-    strength = float(config.get("augment", 1.0))
-    patience = config.get("early_stop_patience")
-
+    recipe = Recipe.from_config(config, model.parameters(), train_y, k, device, steps_per_epoch)
     start_epoch, best, best_epoch = restore(
-        ray.train.get_checkpoint(), module, device, None if schedule == "plateau" else sched, steps_per_epoch
+        ray.train.get_checkpoint(), module, device, recipe.batch_sched, steps_per_epoch
     )
     if start_epoch > 1:
         print(f"rank {rank}: resumed from epoch {start_epoch - 1} (best PublicTest accuracy {best:.4f})")
@@ -130,9 +118,8 @@ def fer_ddp_worker(config: dict) -> None:
         t0 = time.perf_counter()
         try:  # DDP all-reduces the gradients in each backward()
             local_loss = train_one_epoch(
-                model, opt, train_x, train_y, batch_size=per_rank_batch, gen=gen, rng=None, strength=strength,
-                sched=None if schedule == "plateau" else sched, weight=weight, smoothing=smoothing,
-                device=device, order=shard,
+                model, recipe.opt, train_x, train_y, batch_size=per_rank_batch, gen=gen, rng=None,
+                device=device, order=shard, **recipe.epoch_kwargs(),
             )  # fmt: skip
         except FloatingPointError as e:
             raise FloatingPointError(f"{e} of epoch {epoch} (rank {rank})") from None
@@ -153,8 +140,7 @@ def fer_ddp_worker(config: dict) -> None:
         if distributed:
             dist.broadcast(score, src=0)
         val_acc = float(score[0])
-        if schedule == "plateau":
-            sched.step(val_acc)
+        recipe.end_epoch(val_acc)
         improved = val_acc > best
         if improved:
             best, best_epoch = val_acc, epoch
@@ -164,7 +150,7 @@ def fer_ddp_worker(config: dict) -> None:
             "best_val_acc": best,
             "train_loss": float(loss_sum[0] / loss_sum[1]),
             "rank_train_loss": local_loss,
-            "lr": opt.param_groups[0]["lr"],
+            "lr": recipe.opt.param_groups[0]["lr"],
             "world_size": world,
             "rank": rank,
             "shard_size": len(shard),
@@ -198,7 +184,7 @@ def fer_ddp_worker(config: dict) -> None:
                 checkpoint=ray.train.Checkpoint.from_directory(d),
                 checkpoint_dir_name=f"checkpoint_epoch{epoch:04d}",
             )
-        if patience and epoch - best_epoch >= int(patience):
+        if recipe.stop_early(epoch, best_epoch):
             break
 
 

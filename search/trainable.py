@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -207,6 +208,55 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(w / w[w > 0].mean(), dtype=torch.float32)
 
 
+@dataclass
+class Recipe:
+    """How a trial's config says to train: optimiser, LR schedule (stepped per batch, or per epoch on
+    PublicTest accuracy for ``plateau``), loss options, augmentation strength, early stopping."""
+
+    opt: torch.optim.Optimizer
+    sched: Any
+    plateau: bool
+    weight: torch.Tensor | None
+    smoothing: float
+    strength: float
+    patience: int | None
+
+    @classmethod
+    def from_config(
+        cls, config: dict, params, train_y: np.ndarray, k: int, device, steps_per_epoch: int
+    ) -> Recipe:
+        lr = float(config["lr"])
+        opt = make_optimizer(
+            config.get("optimizer", "adam"), params, lr, float(config.get("weight_decay", 0))
+        )
+        schedule = config.get("schedule", "onecycle")
+        return cls(
+            opt=opt,
+            sched=make_scheduler(opt, schedule, lr, int(config["max_epochs"]) * steps_per_epoch),
+            plateau=schedule == "plateau",
+            weight=class_weights(train_y, k).to(device) if config.get("class_weighted") else None,
+            smoothing=float(config.get("label_smoothing", 0.0)),
+            strength=float(config.get("augment", 1.0)),
+            patience=config.get("early_stop_patience"),
+        )
+
+    @property
+    def batch_sched(self):
+        """The scheduler ``train_one_epoch`` steps per batch (None for plateau)."""
+        return None if self.plateau else self.sched
+
+    def epoch_kwargs(self) -> dict:
+        return {"sched": self.batch_sched, "weight": self.weight, "smoothing": self.smoothing,
+                "strength": self.strength}  # fmt: skip
+
+    def end_epoch(self, val_acc: float) -> None:
+        if self.plateau:
+            self.sched.step(val_acc)
+
+    def stop_early(self, epoch: int, best_epoch: int) -> bool:
+        return bool(self.patience) and epoch - best_epoch >= int(self.patience)
+
+
 def select_device(gpus: float) -> torch.device:
     if gpus > 0 and torch.cuda.is_available():
         return torch.device("cuda")
@@ -240,20 +290,10 @@ def train_fer(config: dict, data: TrialData) -> None:
 
     max_epochs = int(config["max_epochs"])
     batch_size = int(config.get("batch_size", 64))
-    lr = float(config["lr"])
     steps_per_epoch = math.ceil(len(train_x) / batch_size)
-    opt = make_optimizer(
-        config.get("optimizer", "adam"), model.parameters(), lr, float(config.get("weight_decay", 0))
-    )
-    schedule = config.get("schedule", "onecycle")
-    sched = make_scheduler(opt, schedule, lr, max_epochs * steps_per_epoch)
-    weight = class_weights(train_y, k).to(device) if config.get("class_weighted") else None
-    smoothing = float(config.get("label_smoothing", 0.0))
-    strength = float(config.get("augment", 1.0))
-    patience = config.get("early_stop_patience")
-
+    recipe = Recipe.from_config(config, model.parameters(), train_y, k, device, steps_per_epoch)
     start_epoch, best, best_epoch = restore(
-        tune.get_checkpoint(), model, device, None if schedule == "plateau" else sched, steps_per_epoch
+        tune.get_checkpoint(), model, device, recipe.batch_sched, steps_per_epoch
     )
     if start_epoch > 1:
         print(f"resumed from epoch {start_epoch - 1} (best PublicTest accuracy {best:.4f})")
@@ -263,13 +303,12 @@ def train_fer(config: dict, data: TrialData) -> None:
         t0 = time.perf_counter()
         try:
             train_loss = train_one_epoch(
-                model, opt, train_x, train_y, batch_size=batch_size, gen=gen, rng=rng, strength=strength,
-                sched=None if schedule == "plateau" else sched, weight=weight, smoothing=smoothing,
-                device=device,
+                model, recipe.opt, train_x, train_y, batch_size=batch_size, gen=gen, rng=rng, device=device,
+                **recipe.epoch_kwargs(),
             )  # fmt: skip
         except FloatingPointError as e:
             raise FloatingPointError(
-                f"{e} of epoch {epoch} (arch {config['arch']}, lr {lr:.3g}, "
+                f"{e} of epoch {epoch} (arch {config['arch']}, lr {float(config['lr']):.3g}, "
                 f"optimizer {config.get('optimizer', 'adam')})"
             ) from None
         train_s = time.perf_counter() - t0
@@ -285,7 +324,7 @@ def train_fer(config: dict, data: TrialData) -> None:
             "val_macro_f1": float(multiclass_f1_score(val_t, val_y, num_classes=k, average="macro")),
             "val_loss": float(F.nll_loss(torch.log(val_t.clamp_min(1e-8)), val_y)),
             "train_loss": train_loss,
-            "lr": opt.param_groups[0]["lr"],
+            "lr": recipe.opt.param_groups[0]["lr"],
             "params": n_params,
             "train_images": len(train_x),
             "train_images_per_s": len(train_x) / train_s,
@@ -294,8 +333,7 @@ def train_fer(config: dict, data: TrialData) -> None:
         }
         if lat is not None:
             metrics["latency_ms"] = lat
-        if schedule == "plateau":
-            sched.step(val_acc)
+        recipe.end_epoch(val_acc)
         improved = val_acc > best
         if improved:
             best, best_epoch = val_acc, epoch
@@ -308,7 +346,7 @@ def train_fer(config: dict, data: TrialData) -> None:
             metrics["eval_s"] = time.perf_counter() - t1
             save_checkpoint(Path(d), model, config, metrics, best, best_epoch, extra)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        if patience and epoch - best_epoch >= int(patience):
+        if recipe.stop_early(epoch, best_epoch):
             break
 
 
