@@ -30,3 +30,31 @@ def write_kaggle_csv(path: Path, rows: list[tuple[object, str, str]]) -> Path:
     lines = ["emotion,pixels,Usage"] + [f"{e},{p},{u}" for e, p, u in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def driver_env() -> dict[str, str]:
+    """The environment of a driver subprocess that owns its own Ray cluster: no inherited Ray address or
+    temp dir, no auth token, offline W&B, unbuffered output for the logs the tests read."""
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_DEDUP_LOGS": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "WANDB_MODE": "offline",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_TMPDIR", None)
+    return env
+
+
+@pytest.fixture
+def one_thread_seeded():
+    """Model tests: seed 0 and one torch thread (restored after)."""
+    import torch
+
+    torch.manual_seed(0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

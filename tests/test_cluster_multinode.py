@@ -10,7 +10,6 @@ pytest process never connects to those clusters.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from cluster.local import run_reaped
+from tests.conftest import driver_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_NOTE = "trial asked for 0.5 GPU but CUDA is not available: training on CPU"
@@ -46,16 +46,7 @@ def _config(**changes):
 def run_scenario(scenario: str, work: Path, timeout: float = 240) -> dict:
     """Run a driver subprocess; its stdout lands in the report (log lines of trials included)."""
     work.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_DEDUP_LOGS": "0",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "WANDB_MODE": "offline",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_TMPDIR", None)
+    env = driver_env()
     log = work / "driver.log"
     with open(log, "wb") as out:
         proc = run_reaped(

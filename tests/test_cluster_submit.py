@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,22 +19,9 @@ import pytest
 import yaml
 
 from cluster.local import run_reaped
+from tests.conftest import driver_env
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env() -> dict[str, str]:
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_DEDUP_LOGS": "0",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "WANDB_MODE": "offline",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_TMPDIR", None)
-    return env
 
 
 def _spec(path: Path, data: Path, **changes) -> Path:
@@ -125,7 +111,7 @@ def test_submit_runs_the_search_as_a_ray_job_and_reads_its_result(tmp_path, tran
         pytest.skip(reason)
     proc = run_reaped(
         [sys.executable, "-m", "tests.test_cluster_submit", str(tmp_path), transport],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=420,
+        cwd=ROOT, env=driver_env(), capture_output=True, text=True, timeout=420,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     r = json.loads((tmp_path / "report.json").read_text())
@@ -162,7 +148,7 @@ def test_submit_rejects_a_bad_spec_before_contacting_any_cluster(tmp_path):
     spec = _spec(tmp_path / "bad.yaml", tmp_path / "none.csv", num_sample=3)
     proc = subprocess.run(
         [sys.executable, "-m", "cluster.submit", str(spec), "--address", "127.0.0.1:1"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=driver_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2
     assert "num_sample" in proc.stderr and "submitting" not in proc.stdout

@@ -22,13 +22,7 @@ SPECS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _setup():
-    torch.manual_seed(0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread_seeded")
 
 
 def _trained_bases(num_classes: int = 7) -> list[nn.Module]:

@@ -16,13 +16,7 @@ from models.vgg16 import VGG16_CFG, make_vgg_features
 SMALL = {"vgg16_tl": 128, "resnet50_tl": 64}
 
 
-@pytest.fixture(autouse=True)
-def _setup():
-    torch.manual_seed(0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread_seeded")
 
 
 @pytest.fixture
