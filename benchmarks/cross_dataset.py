@@ -66,8 +66,10 @@ def main() -> None:
         saved = json.loads((Path(args.pretrained) / "trial.json").read_text())
         print(f"pretrained: {args.pretrained} ({saved['config']['arch']}, FER2013 PublicTest "
               f"{saved['best_val_acc']:.4f})")  # fmt: skip
+        arch_name, arch_kwargs = saved["config"]["arch"], saved["config"].get("arch_kwargs") or {}
     elif args.fer2013:
         base = pretrain(Path(args.fer2013), work, args.arch, args.pretrain_epochs)
+        arch_name, arch_kwargs = args.arch, {}
     else:
         ap.error("give --pretrained or --fer2013")
     arch = type(base).__name__
@@ -86,7 +88,7 @@ def main() -> None:
         val_x, val_y = load_split(ck.root, "PublicTest")
 
         runs = {
-            "scratch": fit(build_model(_arch_name(args, base), len(ck.classes), 0.1, _kwargs(args)), ck.root,
+            "scratch": fit(build_model(arch_name, len(ck.classes), 0.1, arch_kwargs), ck.root,
                            FitConfig(epochs=args.epochs, lr=args.lr, seed=seed)),
             "fine-tuned": fit(copy.deepcopy(base), ck.root,
                               FitConfig(epochs=args.epochs, lr=args.finetune_lr, seed=seed)),
@@ -118,20 +120,6 @@ def main() -> None:
     ft = np.mean([r[1] for r in rows["fine-tuned"]])
     sc = np.mean([r[1] for r in rows["scratch"]])
     print(f"fine-tuned / scratch test accuracy: {ft / sc:.3f}   wall {time.perf_counter() - start:.0f} s")
-
-
-def _arch_name(args: argparse.Namespace, base: torch.nn.Module) -> str:
-    if args.pretrained:
-        return json.loads((Path(args.pretrained) / "trial.json").read_text())["config"]["arch"]
-    return args.arch
-
-
-def _kwargs(args: argparse.Namespace) -> dict:
-    if args.pretrained:
-        return (
-            json.loads((Path(args.pretrained) / "trial.json").read_text())["config"].get("arch_kwargs") or {}
-        )
-    return {}
 
 
 if __name__ == "__main__":
