@@ -89,7 +89,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _describe(args: argparse.Namespace) -> int:
     from data_pipeline.describe import describe
 
-    for _, text, plot in describe(args.dir):
+    for _, text, plot in describe(args.dir, args.out):
         print(text)
         print(f"plot: {plot}\n")
     return 0
@@ -130,5 +130,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     de = d.add_parser("describe", help="counts per class and split, and a class-distribution PNG")
     de.add_argument("dir", help="a prepared dataset, or a prepare --out root holding several")
+    de.add_argument("--out", help="write the PNGs here (OUT/<variant>/) instead of into the datasets")
     de.set_defaults(func=_describe)
-

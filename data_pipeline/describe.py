@@ -4,24 +4,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_pipeline.config import VARIANTS
 from data_pipeline.dataset import SPLITS, DataError, PreparedData, read_manifest
 
 PLOT_FILE = "class_distribution.png"
 
 
 def find_prepared(root: Path) -> list[PreparedData]:
-    """``root`` itself if it is a prepared dataset, else every prepared dataset below it (sorted)."""
+    """``root`` itself if it is a prepared dataset, else the datasets ``prepare --out root`` lays out:
+    ``root/<variant>/`` and ``root/one-vs-rest/<class>/``.
+
+    Only those known places are looked at, never a recursive walk: pointed at a parent folder (``/tmp``,
+    a home directory) a describe must not find, and write into, every dataset below it.
+    """
     root = Path(root)
     m = read_manifest(root)
     if m is not None and "counts" in m:
         return [PreparedData(root, m)]
+    places = [root / v for v in VARIANTS if v != "one-vs-rest"]
+    ovr = root / "one-vs-rest"
+    if ovr.is_dir():
+        places += sorted(p for p in ovr.iterdir() if p.is_dir())
     found = []
-    for path in sorted(root.rglob("manifest.json")):
-        m = read_manifest(path.parent)
+    for place in places:
+        m = read_manifest(place)
         if m is not None and "counts" in m:
-            found.append(PreparedData(path.parent, m))
+            found.append(PreparedData(place, m))
     if not found:
-        raise DataError(f"{root}: no manifest.json here or below; run `fersearch data prepare` first")
+        raise DataError(
+            f"{root}: no manifest.json here nor in {root}/<variant>/ ({', '.join(VARIANTS)}); "
+            "point at a prepared dataset or a `fersearch data prepare --out` folder"
+        )
     return found
 
 
@@ -88,10 +101,16 @@ def plot_distribution(manifest: dict, path: Path) -> Path:
     return path
 
 
-def describe(root: Path) -> list[tuple[PreparedData, str, Path]]:
-    """For each prepared dataset at/below ``root``: (dataset, text report, plot path)."""
-    out = []
+def describe(root: Path, out: Path | None = None) -> list[tuple[PreparedData, str, Path]]:
+    """For each prepared dataset at ``root`` (see :func:`find_prepared`): (dataset, text report, plot path).
+
+    The plot goes into the dataset's own folder, or with ``out`` to ``out/<path relative to root>/``, so
+    nothing is written outside the folder given.
+    """
+    root = Path(root)
+    result = []
     for p in find_prepared(root):
         text = f"{p.root}\n{summary(p.manifest)}\n{counts_table(p.manifest)}"
-        out.append((p, text, plot_distribution(p.manifest, p.root / PLOT_FILE)))
-    return out
+        where = Path(out) / p.root.relative_to(root) if out is not None else p.root
+        result.append((p, text, plot_distribution(p.manifest, where / PLOT_FILE)))
+    return result
