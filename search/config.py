@@ -145,7 +145,16 @@ class MergeConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """One search: space, objectives, budget, resources, storage and logging."""
+    """One search: space, objectives, budget, resources, storage and logging.
+
+    ``run_budget_s`` turns on the budget planner (search/plan.py): the whole ``fersearch run`` (data,
+    search, selection, export) fits in it, and the planner sets the number of trials, their time and the
+    search's time budget from the throughput measured on this machine (``num_samples`` and
+    ``time_budget_s`` are then ignored; ``max_epochs`` only caps a trial). ``cycles``: cosine cycles per
+    trial, their ends on ASHA's rungs (ratio ``reduction_factor``), each end an annealed snapshot that
+    joins the ensemble library. ``min_epochs_per_trial``: the planner adds rounds of trials only while each
+    still gets this many epochs.
+    """
 
     name: str = "search"
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -171,6 +180,9 @@ class SearchConfig:
     balanced_per_class: int = 8000
     ensemble_bags: int = 0
     storage_uri: str | None = None
+    run_budget_s: float | None = None
+    cycles: int = 1
+    min_epochs_per_trial: int = 30
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -199,6 +211,12 @@ class SearchConfig:
             raise SpecError(f"balanced_per_class must be >= 1, got {self.balanced_per_class}")
         if self.workers_per_trial < 1:
             raise SpecError(f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
+        if self.run_budget_s is not None and self.run_budget_s <= 0:
+            raise SpecError(f"run_budget_s must be > 0, got {self.run_budget_s}")
+        if self.cycles < 1:
+            raise SpecError(f"cycles must be >= 1, got {self.cycles}")
+        if self.min_epochs_per_trial < 1:
+            raise SpecError(f"min_epochs_per_trial must be >= 1, got {self.min_epochs_per_trial}")
 
     @property
     def multi_objective(self) -> bool:
