@@ -3,8 +3,11 @@
 The driver cuts the file into byte ranges of whole lines (a ``.gz`` is first inflated once, since a gzip
 stream cannot be split, overlapping Ray's start-up when it can). Ray Data tasks read their range and
 decode the pixel strings in parallel (Arrow's split and checked cast for a clean batch; a batch with bad
-rows takes a vectorised byte-level parse and names each bad row's problem). Rows are numbered from their
-range, so bad rows are quarantined with their source row number whatever order the tasks finish in.
+rows takes a vectorised byte-level parse and names each bad row's problem). Every line is a row: a line
+that is not three comma-separated fields (wrong count or delimiter, cut short, not UTF-8) is a bad row
+like any other, and a blank line is quarantined as ``blank``, so one broken line never stops the prepare.
+Rows are numbered from their range, so bad rows are quarantined with their source row and line number
+whatever order the tasks finish in.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from data_pipeline.engine import batches, ensure_ray, first_error_line
 
 __all__ = [
     "CLASSES",
+    "CSV_PROBLEMS",
     "HEADER",
     "PIPELINE_VERSION",
     "SPLITS",
@@ -54,7 +58,9 @@ __all__ = [
 
 HEADER: tuple[str, ...] = ("emotion", "pixels", "Usage")
 N_PIXELS = SIDE * SIDE
-_CSV_ERRORS = ("CSV", "ArrowInvalid", "EOFError", "gzip", "Compressed", "truncated")
+_CSV_ERRORS = ("CSV", "ArrowInvalid")
+# Kinds of lines that are not a row of three fields (the prefix of their quarantine reason).
+CSV_PROBLEMS = frozenset({"wrong field count", "wrong delimiter", "truncated line", "bad encoding"})
 
 
 def _open_text(path: Path):
@@ -236,21 +242,6 @@ def decode_batch(batch: pa.Table, pre: PreprocessConfig | None = None) -> pa.Tab
     )
 
 
-def diagnose_csv(src: Path, n_fields: int = len(HEADER)) -> str | None:
-    """The first structurally broken row (wrong field count, truncated file), found with the ``csv``
-    module: only run after a failed read, to name the row."""
-    try:
-        with _open_text(src) as f:
-            reader = csv.reader(f)
-            next(reader, None)
-            for i, rec in enumerate(reader):
-                if len(rec) != n_fields:
-                    return f"row {i} (line {reader.line_num}): Expected {n_fields} columns, got {len(rec)}"
-    except (OSError, EOFError, csv.Error, UnicodeDecodeError) as e:
-        return f"cannot read past row {i if 'i' in locals() else 0}: {e}"
-    return None
-
-
 def cv2_threads_off() -> None:
     """One OpenCV thread per Ray task: Ray already runs one task per core."""
     import cv2
@@ -290,28 +281,123 @@ def inflate(src: Path, scratch: Path) -> Path:
     return plain
 
 
+def _snippet(text: str, width: int = 60) -> str:
+    """A malformed line, shortened for the quarantine file (a FER2013 line is ~8 kB of pixels)."""
+    return text if len(text) <= width else f"{text[: width - 20]} … {text[-14:]}"
+
+
+def structure_problem(text: str, n_fields: int, expected: int = len(HEADER), last: bool = False) -> str:
+    """Why a line does not split into ``expected`` comma-separated fields, as ``<kind>: <detail>``."""
+    if not text.strip():
+        return "empty line"
+    for sep in (";", "\t", "|"):
+        if sep not in "," and len(text.split(sep)) == expected:
+            return f"wrong delimiter: fields separated by {sep!r}, expected ','"
+    got = f"Expected {expected} columns, got {n_fields}"
+    if last and n_fields < expected:
+        return f"truncated line: the file ends inside this line ({got})"
+    return f"wrong field count: {got}"
+
+
+def _fix_encoding(data: bytes) -> tuple[bytes, dict[int, str]]:
+    """Lines that are not UTF-8 (by index in ``data``), and ``data`` with them made decodable (U+FFFD) so
+    the CSV reader keeps one record per line. Only called for a range holding a non-ASCII byte."""
+    lines = data.splitlines(keepends=True)
+    bad: dict[int, str] = {}
+    for k, line in enumerate(lines):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad[k] = f"bad encoding: not UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1})"
+            lines[k] = line.decode("utf-8", "replace").encode()
+    return (b"".join(lines), bad) if bad else (data, bad)
+
+
+def _read_records(data: bytes) -> tuple[pa.Table, list]:
+    """One record per line (no quoting, blank lines kept): the well-formed records and the others."""
+    invalid: list = []
+
+    def keep_aside(row) -> str:
+        invalid.append(row)
+        return "skip"
+
+    table = pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=pacsv.ReadOptions(column_names=list(HEADER), use_threads=False),
+        parse_options=pacsv.ParseOptions(
+            quote_char=False, ignore_empty_lines=False, invalid_row_handler=keep_aside
+        ),
+        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(HEADER, pa.string())),
+    )
+    return table, invalid
+
+
+def _unquote(table: pa.Table) -> pa.Table:
+    """Fields written as ``"..."`` (a spreadsheet's export) read as their content."""
+    cols = [pc.replace_substring_regex(table[c], r'^"(.*)"$', r"\1") for c in HEADER]
+    return pa.table(dict(zip(HEADER, cols, strict=True)))
+
+
 def parse_range(batch: pa.Table, pre: PreprocessConfig) -> pa.Table:
     """Ray Data UDF: read one line range of the CSV and decode it; rows are tagged with their chunk and
-    position in it."""
+    position in it. Every line is a row: lines that do not split into the three fields (wrong count or
+    delimiter, cut short, not UTF-8, blank) come back as bad rows with the reason and the line's text."""
     out = []
-    string = pa.string()
-    columns = [batch[c].to_pylist() for c in ("chunk", "path", "start", "end")]
-    for chunk, path, start, end in zip(*columns, strict=True):
+    columns = [batch[c].to_pylist() for c in ("chunk", "path", "start", "end", "size")]
+    for chunk, path, start, end, size in zip(*columns, strict=True):
         with open(path, "rb") as f:
             f.seek(start)
             data = f.read(end - start)
-        try:
-            table = pacsv.read_csv(
-                pa.BufferReader(data),
-                read_options=pacsv.ReadOptions(column_names=list(HEADER), use_threads=False),
-                convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(HEADER, string)),
-            )
-        except pa.ArrowInvalid as e:
-            raise ValueError(f"CSV parse error in chunk {chunk}: {e}") from e
+        data, encoding = (data, {}) if data.isascii() else _fix_encoding(data)
+        table, invalid = _read_records(data)
+        if b'"' in data:
+            table = _unquote(table)
+        n = len(table) + len(invalid)
+        bad_at = np.array([r.number - 1 for r in invalid], dtype=np.int64)
+        good_at = np.setdiff1d(np.arange(n, dtype=np.int64), bad_at)
         decoded = decode_batch(table, pre)
-        n = len(decoded)
-        decoded = decoded.append_column("chunk", pa.array(np.full(n, chunk, dtype=np.int32)))
-        out.append(decoded.append_column("local", pa.array(np.arange(n, dtype=np.int64))))
+        errors = decoded["error"].to_pylist()
+        kinds = decoded["kind"].to_pylist()
+        cut = end == size and not data.endswith((b"\n", b"\r"))  # the file's last line has no newline
+        blank = any(e == "pixels field is empty" for e in errors)
+        lines = data.splitlines() if blank else []
+        for j in np.flatnonzero(pc.is_valid(decoded["error"]).to_numpy(zero_copy_only=False)):
+            at = int(good_at[j])
+            if at in encoding:
+                errors[j], kinds[j] = encoding[at], "bad"
+            elif lines and not lines[at].strip():
+                errors[j], kinds[j] = "empty line", "blank"
+            elif cut and at == n - 1:
+                errors[j] = f"truncated line: the file ends inside this line ({errors[j]})"
+        for name, values in (("error", errors), ("kind", kinds)):
+            decoded = decoded.set_column(
+                decoded.schema.get_field_index(name), name, pa.array(values, pa.string())
+            )
+        decoded = decoded.append_column("text", pa.nulls(len(decoded), pa.string()))
+        decoded = decoded.append_column("local", pa.array(good_at))
+        if invalid:
+            reasons = [
+                encoding.get(r.number - 1)
+                or structure_problem(r.text, r.actual_columns, r.expected_columns, cut and r.number == n)
+                for r in invalid
+            ]
+            k = len(invalid)
+            side = pre.size
+            malformed = pa.table(
+                {
+                    "split": pa.array(np.full(k, -1, np.int8)),
+                    "label": pa.array(np.full(k, -1, np.int8)),
+                    "image": image_array(np.zeros((k, side, side), np.uint8)),
+                    "error": pa.array(reasons, pa.string()),
+                    "kind": pa.array(["blank" if w == "empty line" else "bad" for w in reasons], pa.string()),
+                    "raw_emotion": pa.nulls(k, pa.string()),
+                    "usage": pa.nulls(k, pa.string()),
+                    "text": pa.array([r.text for r in invalid], pa.string()),
+                    "local": pa.array(bad_at),
+                }
+            )
+            decoded = pa.concat_tables([decoded, malformed])
+        out.append(decoded.append_column("chunk", pa.array(np.full(len(decoded), chunk, dtype=np.int32))))
     return pa.concat_tables(out)
 
 
@@ -341,18 +427,19 @@ def read_fer2013(
         ranges = line_ranges(plain, parallelism)
         if not ranges:
             raise DataError(f"{src}: no data rows after the header")
+        size = plain.stat().st_size
         blocks = [
-            pa.table({"chunk": [i], "path": [str(plain.resolve())], "start": [a], "end": [b]})
+            pa.table({"chunk": [i], "path": [str(plain.resolve())], "start": [a], "end": [b], "size": [size]})
             for i, (a, b) in enumerate(ranges)
         ]
         ds = ray.data.from_arrow(blocks)
         ds = ds.map_batches(parse_range, batch_format="pyarrow", batch_size=1, fn_kwargs={"pre": pre})
         try:
             parts = list(batches(ds))
-        except Exception as e:  # Ray wraps the parse error; find the row with the csv module
-            if first_error_line(e, _CSV_ERRORS) is None:
+        except Exception as e:  # Ray wraps a reader failure; name the file with Arrow's own line
+            why = first_error_line(e, _CSV_ERRORS)
+            if why is None:
                 raise
-            why = diagnose_csv(src) or first_error_line(e, _CSV_ERRORS)
             raise DataError(f"{src}: malformed CSV: {why}") from e
     table = pa.concat_tables(parts)
     chunk = table["chunk"].to_numpy()
@@ -367,9 +454,16 @@ def read_fer2013(
     bad = np.asarray(pc.is_valid(table["error"]).to_numpy(zero_copy_only=False), dtype=bool)
     quarantine = []
     for i in np.flatnonzero(bad):
-        origin = f"emotion={table['raw_emotion'][i].as_py()} Usage={table['usage'][i].as_py()}"
-        why = table["error"][i].as_py()
-        quarantine.append(Quarantined(int(rows[i]), table["kind"][i].as_py(), why, origin))
+        line = int(rows[i]) + 2  # every line is a row: line 1 is the header
+        text = table["text"][i].as_py()
+        origin = (
+            f"line {line}: {_snippet(text)}"
+            if text is not None
+            else f"line {line}: emotion={table['raw_emotion'][i].as_py()} Usage={table['usage'][i].as_py()}"
+        )
+        quarantine.append(
+            Quarantined(int(rows[i]), table["kind"][i].as_py(), table["error"][i].as_py(), origin)
+        )
     good = table.select(["split", "label", "image"]).filter(pa.array(~bad))
     good = good.add_column(0, "row", pa.array(rows[~bad], pa.int64()))
     return Rows(good, quarantine, total, CLASSES, pre.size, pre.size), table["usage"].combine_chunks()

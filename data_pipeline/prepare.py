@@ -32,6 +32,7 @@ from data_pipeline.dataset import (
     spec_hash,
     write_dataset,
 )
+from data_pipeline.fer2013 import CSV_PROBLEMS
 
 FORMATS = {
     "fer2013": "fer2013-kaggle-csv",
@@ -122,14 +123,40 @@ def _apply_ferplus(cfg: PrepareConfig, rows: Rows, usage: list[str | None]) -> R
     return Rows(t.filter(pa.array(keep)), quarantine, rows.rows_in, CLASSES8, rows.height, rows.width, info)
 
 
+def _problem(reason: str) -> str:
+    """The kind of a bad row, for the summary: a CSV line's ``<kind>: detail`` prefix, else the reason's
+    words before any number or quoted value (``pixels has 3 values`` → ``pixels has``)."""
+    head = reason.split(": ", 1)[0]
+    if head in CSV_PROBLEMS:
+        return head
+    words = []
+    for w in reason.split():
+        if any(ch.isdigit() for ch in w) or w[:1] in "'\"(":
+            break
+        words.append(w)
+    return " ".join(words) or reason
+
+
 def _check_bad_fraction(rows: Rows, cfg: PrepareConfig) -> None:
+    """Fail when too many rows are bad, naming how many of each kind and where the first ones are
+    (CSV lines, or files for image sources)."""
     bad = sorted((q for q in rows.quarantine if q.kind in BAD_KINDS), key=lambda q: q.row)
-    if len(bad) > cfg.max_bad_fraction * rows.rows_in:
-        first = "; ".join(f"row {q.row}: {q.reason}{f' [{q.origin}]' if q.origin else ''}" for q in bad[:3])
-        raise DataError(
-            f"{cfg.source.path}: {len(bad)} of {rows.rows_in} rows are bad "
-            f"(> {cfg.max_bad_fraction:.1%} allowed); first: {first}"
-        )
+    if len(bad) <= cfg.max_bad_fraction * rows.rows_in:
+        return
+    by_kind: dict[str, list[str]] = {}
+    for q in bad:
+        where = q.origin.split(": ", 1)[0] if q.origin.startswith("line ") else q.origin or f"row {q.row}"
+        by_kind.setdefault(_problem(q.reason), []).append(where)
+    kinds = ", ".join(
+        f"{kind} {len(at)} ({', '.join(at[:3])}{', …' if len(at) > 3 else ''})"
+        for kind, at in sorted(by_kind.items(), key=lambda kv: -len(kv[1]))
+    )
+    first = "; ".join(f"row {q.row}: {q.reason}{f' [{q.origin}]' if q.origin else ''}" for q in bad[:3])
+    what = "malformed CSV: " if by_kind.keys() & CSV_PROBLEMS else ""
+    raise DataError(
+        f"{cfg.source.path}: {what}{len(bad)} of {rows.rows_in} rows are bad "
+        f"(> {cfg.max_bad_fraction:.1%} allowed): {kinds}; first: {first}"
+    )
 
 
 @dataclass(frozen=True)
