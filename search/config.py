@@ -153,7 +153,7 @@ class SearchConfig:
     ``time_budget_s`` are then ignored; ``max_epochs`` only caps a trial). ``cycles``: cosine cycles per
     trial, their ends on ASHA's rungs (ratio ``reduction_factor``), each end an annealed snapshot that
     joins the ensemble library. ``min_epochs_per_trial``: the planner adds rounds of trials only while each
-    still gets this many epochs.
+    still gets this many epochs. ``precision: bf16``: training forward passes under bfloat16 autocast.
     """
 
     name: str = "search"
@@ -183,6 +183,7 @@ class SearchConfig:
     run_budget_s: float | None = None
     cycles: int = 1
     min_epochs_per_trial: int = 30
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -215,6 +216,8 @@ class SearchConfig:
             raise SpecError(f"run_budget_s must be > 0, got {self.run_budget_s}")
         if self.cycles < 1:
             raise SpecError(f"cycles must be >= 1, got {self.cycles}")
+        if self.precision not in ("fp32", "bf16"):
+            raise SpecError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.min_epochs_per_trial < 1:
             raise SpecError(f"min_epochs_per_trial must be >= 1, got {self.min_epochs_per_trial}")
 
