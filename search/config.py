@@ -1,17 +1,39 @@
 """Typed search configuration: the Python API and the YAML spec load into the same frozen objects.
 
-A value in the space is either a list of choices or a range ``{low, high, log}``; each architecture brings
-its own sub-space (define-by-run, so parameters of one family never appear in another's trials).
+A value in the space is either a list of choices or a range ``{low, high, log, step}``; each architecture
+brings its own sub-space (define-by-run, so parameters of one family never appear in another's trials).
+
+Validation is complete before anything starts (no Ray, no data, no run folder): pydantic dataclasses with
+strict scalars (an int field refuses ``2.5`` and ``"3"``; a float field takes ints), ranges, cross-field
+rules and each architecture's kwargs checked against the model's signature. A bad spec raises
+:class:`SpecError` whose message names the key path, e.g. ``space.lr.low: expected a number, got 'abc'``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
+import inspect
+import pkgutil
+import sys
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import ArgsKwargs, PydanticCustomError
 
 OPTIMIZERS = ("adam", "nadam", "sgd")
 SCHEDULES = ("onecycle", "cosine", "plateau")
@@ -23,128 +45,375 @@ class SpecError(ValueError):
     """A search spec that cannot be used; the message names the key."""
 
 
-@dataclass(frozen=True)
-class Range:
+# ---- strict scalar types: no silent coercion (a float field still takes an int) --------------------------
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Count = Annotated[int, Strict(), Field(ge=1)]
+NonNegative = Annotated[int, Strict(), Field(ge=0)]
+Positive = Annotated[float, Strict(), Field(gt=0)]
+
+_RANGE_TAG, _CHOICES_TAG = "<range>", "<choices>"  # union branches; dropped from error paths
+
+
+def _fail(msg: str, sub: str | None = None) -> typing.NoReturn:
+    """A validation error whose message is ``msg``, at ``sub`` below the current location."""
+    raise PydanticCustomError("spec", "{msg}", {"msg": msg, "sub": sub})
+
+
+def _spec(where: str):
+    """Make ``cls`` a frozen, validating pydantic dataclass whose errors surface as one :class:`SpecError`.
+
+    ``where`` prefixes the paths of errors raised when the class is built on its own (``SearchSpace(...)``
+    fails as ``space.…``); nested in a ``SearchConfig`` the path comes from the nesting.
+    """
+
+    def wrap(cls):
+        cls = dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
+        init = cls.__init__
+        names = [f.name for f in fields(cls)]
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                init(self, *args, **kwargs)
+            except ValidationError as e:
+                root = {**dict(zip(names, args, strict=False)), **kwargs}
+                raise SpecError(format_errors(e, where, root)) from None
+
+        __init__.__wrapped__ = init  # type: ignore[attr-defined]
+        cls.__init__ = __init__
+        return cls
+
+    return wrap
+
+
+class _KnownKeys:
+    """Unknown keys fail listing the allowed ones (pydantic alone names only the stray key)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        keys = data.kwargs or {} if isinstance(data, ArgsKwargs) else data
+        if isinstance(keys, dict):
+            allowed = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+            unknown = sorted(str(k) for k in keys if k not in allowed)
+            if unknown:
+                _fail(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        return data
+
+
+# ---- domains: a list of choices or a numeric range -------------------------------------------------------
+
+
+@_spec("range")
+class Range(_KnownKeys):
     """A numeric range; ``log`` samples on a log scale, ``step`` makes it discrete."""
 
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
+    low: Float
+    high: Float
+    log: Bool = False
+    step: Positive | None = None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
         if not self.low <= self.high:
-            raise SpecError(f"range low {self.low} > high {self.high}")
+            _fail(f"low {self.low} > high {self.high}")
         if self.log and self.low <= 0:
-            raise SpecError(f"log range needs low > 0, got {self.low}")
-
-    def contains(self, v: float) -> bool:
-        return self.low <= v <= self.high
+            _fail(f"log range needs low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            _fail("a log range cannot have a step (Optuna samples either on a log scale or on a grid)")
+        return self
 
 
 Domain = Range | tuple
 
 
-def _check_domain(name: str, dom: Domain, lo: float | None = None, hi: float | None = None) -> None:
-    values = [dom.low, dom.high] if isinstance(dom, Range) else list(dom)
-    if not values:
-        raise SpecError(f"{name}: no choices")
-    for v in values:
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            if (lo is not None and v < lo) or (hi is not None and v > hi):
-                raise SpecError(f"{name}: value {v} outside [{lo}, {hi}]")
+def _domain_input(value: Any) -> Any:
+    """Spec shorthand: a list is the choices, a mapping a range, a scalar the only choice."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict | tuple | Range):
+        return value
+    return (value,)
 
 
-def _check_choices(name: str, dom: tuple, allowed: tuple[str, ...]) -> None:
-    bad = [v for v in dom if v not in allowed]
-    if bad:
-        raise SpecError(f"{name}: unknown value(s) {bad}; allowed: {', '.join(allowed)}")
+def _non_empty(value: tuple) -> tuple:
+    """After the items (so an empty list is not reported again when an item fails)."""
+    if not value:
+        _fail("expected a non-empty list, got []")
+    return value
 
 
-@dataclass(frozen=True)
-class ArchSpace:
+def _domain_kind(value: Any) -> str:
+    return _RANGE_TAG if isinstance(value, dict | Range) else _CHOICES_TAG
+
+
+def _range_within(elem: Any, integer: bool):
+    """Check a range's ends against the element type of the choices (e.g. ``lr`` > 0)."""
+    adapter = TypeAdapter(elem)
+
+    def check(r: Range) -> Range:
+        for end in ("low", "high"):
+            value = getattr(r, end)
+            if integer and not float(value).is_integer():
+                _fail(f"expected an integer, got {value!r}", end)
+            try:
+                adapter.validate_python(int(value) if integer else value)
+            except ValidationError as e:
+                _fail(error_message(e.errors()[0]), end)
+        if integer and (r.step is None or not float(r.step).is_integer()):
+            _fail(f"a range of integers needs an integer step, got {r.step!r}", "step")
+        return r
+
+    return check
+
+
+def _numbers(elem: Any, integer: bool = False) -> Any:
+    """A domain of numbers: choices of ``elem`` or a range whose ends are ``elem``s."""
+    return Annotated[
+        Annotated[Range, AfterValidator(_range_within(elem, integer)), Tag(_RANGE_TAG)]
+        | Annotated[tuple[elem, ...], AfterValidator(_non_empty), Tag(_CHOICES_TAG)],
+        Discriminator(_domain_kind),
+        BeforeValidator(_domain_input),
+    ]
+
+
+def _no_range(value: Any) -> Any:
+    if isinstance(value, dict | Range):
+        _fail("expected a list of choices, not a range")
+    return _domain_input(value)
+
+
+def _choices(elem: Any) -> Any:
+    return Annotated[tuple[elem, ...], AfterValidator(_non_empty), BeforeValidator(_no_range)]
+
+
+def _unit(lo: float, hi: float) -> Any:
+    return Annotated[float, Strict(), Field(ge=lo, le=hi)]
+
+
+AnyDomain = Annotated[
+    Annotated[Range, Tag(_RANGE_TAG)]
+    | Annotated[tuple[Any, ...], AfterValidator(_non_empty), Tag(_CHOICES_TAG)],
+    Discriminator(_domain_kind),
+    BeforeValidator(_domain_input),
+]
+
+
+# ---- architectures: each kwarg checked against the model's signature -------------------------------------
+
+
+def model_kwargs(name: str) -> dict[str, Any] | None:
+    """The keyword arguments registered model ``name`` takes, each with its type annotation (``Any`` when
+    unannotated), or None when it cannot be told (``**kwargs`` all the way down, or a model registered
+    outside the ``models`` package). ``num_classes`` and ``in_chans`` are left out: the trainable sets them.
+    """
+    import models
+
+    factory = None
+    for info in pkgutil.iter_modules(models.__path__):
+        candidate = getattr(sys.modules.get(f"models.{info.name}"), name, None)
+        if inspect.isfunction(candidate) and candidate.__name__ == name:
+            factory = candidate
+            break
+    if factory is None:
+        return None
+    accepted: dict[str, Any] = {}
+    for fn in (factory, _returned_class(factory)):
+        if fn is None:
+            return None
+        try:
+            hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
+        except Exception:  # unresolvable annotations: names only
+            hints = {}
+        params = inspect.signature(fn).parameters.values()
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                accepted.setdefault(p.name, hints.get(p.name, Any))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    accepted.pop("num_classes", None)
+    accepted.pop("in_chans", None)
+    return accepted
+
+
+def _returned_class(factory: Any) -> type | None:
+    """The model class a ``**kwargs`` factory forwards to (its return annotation)."""
+    try:
+        ret = typing.get_type_hints(factory).get("return")
+    except Exception:
+        return None
+    return ret if inspect.isclass(ret) else None
+
+
+def _check_value(name: str, kwarg: str, annotation: Any, dom: Domain) -> None:
+    """Each choice (or the range's ends) must fit the model's annotation of ``kwarg``."""
+    sub = f"{name}.{kwarg}"
+    if isinstance(dom, tuple) and len(dom) > 1:
+        for i, v in enumerate(dom):
+            if v is not None and not isinstance(v, bool | int | float | str):
+                _fail(f"choices must be null, booleans, numbers or strings, got {v!r}", f"{sub}[{i}]")
+    if annotation is Any:
+        return
+    try:
+        adapter = TypeAdapter(annotation, config=ConfigDict(strict=True))
+    except Exception:  # an annotation pydantic cannot build a validator for: no value check
+        return
+    values = [(f"{sub}.low", dom.low), (f"{sub}.high", dom.high)] if isinstance(dom, Range) else []
+    values += [(f"{sub}[{i}]", v) for i, v in enumerate(dom)] if isinstance(dom, tuple) else []
+    for where, v in values:
+        candidates = [v, int(v)] if isinstance(dom, Range) and float(v).is_integer() else [v]
+        errors = []
+        for c in candidates:
+            try:
+                adapter.validate_python(c)
+                break
+            except ValidationError as e:
+                errors.append(e)
+        else:
+            expected = f"{name} takes {kwarg}: {_type_name(annotation)}"
+            _fail(f"{error_message(errors[0].errors()[0])} ({expected})", where)
+    integer_step = isinstance(dom, Range) and dom.step is not None and float(dom.step).is_integer()
+    if isinstance(dom, Range) and _refuses_floats(adapter) and not integer_step:
+        _fail(f"{name} takes an integer {kwarg}: a range of integers needs an integer step", sub)
+
+
+def _refuses_floats(adapter: TypeAdapter) -> bool:
+    try:
+        adapter.validate_python(0.5)
+    except ValidationError:
+        return True
+    return False
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _arch_input(value: Any) -> Any:
+    """Spec form: ``name`` or ``{name: {kwarg: choices or range}}``."""
+    if isinstance(value, str):
+        return {"name": value, "kwargs": {}}
+    if isinstance(value, dict) and "name" not in value:
+        if len(value) != 1:
+            _fail(f"an arch is a name or {{name: {{kwarg: choices}}}}, got {value!r}")
+        ((name, sub),) = value.items()
+        return {"name": name, "kwargs": {} if sub is None else sub}
+    return value
+
+
+@_spec("arch")
+class ArchSpace(_KnownKeys):
     """One architecture and its own sub-space, e.g. ``mini_xception`` with ``width: [0.5, 1.0, 2.0]``."""
 
-    name: str
-    kwargs: dict[str, Domain] = field(default_factory=dict)
+    name: Str
+    kwargs: dict[Str, AnyDomain] = field(default_factory=dict)
 
-
-@dataclass(frozen=True)
-class SearchSpace:
-    archs: tuple[ArchSpace, ...] = (ArchSpace("mini_xception"), ArchSpace("vgg_fer11"))
-    lr: Domain = Range(3e-4, 3e-3, log=True)
-    dropout: Domain = Range(0.0, 0.5)
-    optimizer: Domain = ("adam",)
-    batch_size: Domain = (64,)
-    weight_decay: Domain = (0.0,)
-    label_smoothing: Domain = (0.0,)
-    class_weighted: Domain = (False,)
-    variant: Domain = ("original",)
-    augment: Domain = (1.0,)
-    schedule: Domain = ("onecycle",)
-
-    def __post_init__(self) -> None:
-        if not self.archs:
-            raise SpecError("space.archs is empty")
+    @model_validator(mode="after")
+    def _registered(self) -> ArchSpace:
         from models import list_models
 
         known = list_models()
-        for a in self.archs:
-            if a.name not in known:
-                raise SpecError(f"space.archs: unknown model {a.name!r}; registered: {', '.join(known)}")
-        _check_domain("space.lr", self.lr, 1e-7, 10.0)
-        _check_domain("space.dropout", self.dropout, 0.0, 0.95)
-        _check_domain("space.weight_decay", self.weight_decay, 0.0, 1.0)
-        _check_domain("space.label_smoothing", self.label_smoothing, 0.0, 0.5)
-        _check_domain("space.augment", self.augment, 0.0, 2.0)
-        _check_domain("space.batch_size", self.batch_size, 1, 4096)
-        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("variant", VARIANTS)):
-            dom = getattr(self, name)
-            if isinstance(dom, Range):
-                raise SpecError(f"space.{name} must be a list of choices, not a range")
-            _check_choices(f"space.{name}", dom, allowed)
+        if self.name not in known:
+            _fail(f"unknown model {self.name!r}; registered: {', '.join(known)}")
+        accepted = model_kwargs(self.name)
+        if accepted is None:
+            return self
+        for kwarg, dom in self.kwargs.items():
+            if kwarg not in accepted:
+                _fail(
+                    f"{self.name} takes no kwarg {kwarg!r}; accepted: {', '.join(sorted(accepted))}",
+                    f"{self.name}.{kwarg}",
+                )
+            _check_value(self.name, kwarg, accepted[kwarg], dom)
+        return self
+
+
+def _as_tuple(value: Any) -> Any:
+    """A scalar where a list is expected is a list of one."""
+    return tuple(value) if isinstance(value, list) else value if isinstance(value, tuple) else (value,)
+
+
+LrDomain = _numbers(Annotated[float, Strict(), Field(gt=0, le=10)])
+BatchDomain = _numbers(Annotated[int, Strict(), Field(ge=1, le=4096)], integer=True)
+DropoutDomain = _numbers(_unit(0.0, 0.95))
+WeightDecayDomain = _numbers(_unit(0.0, 1.0))
+SmoothingDomain = _numbers(_unit(0.0, 0.5))
+AugmentDomain = _numbers(_unit(0.0, 2.0))
+Rate = _unit(0.0, 0.95)
+Strength = _unit(0.0, 2.0)
+OptimizerDomain = _choices(Literal[OPTIMIZERS])
+ScheduleDomain = _choices(Literal[SCHEDULES])
+VariantDomain = _choices(Literal[VARIANTS])
+FlagDomain = _choices(Bool)
+ArchInput = Annotated[ArchSpace, BeforeValidator(_arch_input)]
+Archs = Annotated[tuple[ArchInput, ...], AfterValidator(_non_empty), BeforeValidator(_as_tuple)]
+
+
+def _default_archs() -> tuple[ArchSpace, ...]:
+    return (ArchSpace("mini_xception"), ArchSpace("vgg_fer11"))
+
+
+@_spec("space")
+class SearchSpace(_KnownKeys):
+    """The trial parameters: each a list of choices or a range (``lr`` > 0, ``batch_size`` integers)."""
+
+    archs: Archs = field(default_factory=_default_archs)  # built on use: checking an arch imports torch
+    lr: LrDomain = Range(3e-4, 3e-3, log=True)
+    dropout: DropoutDomain = Range(0.0, 0.5)
+    optimizer: OptimizerDomain = ("adam",)
+    batch_size: BatchDomain = (64,)
+    weight_decay: WeightDecayDomain = (0.0,)
+    label_smoothing: SmoothingDomain = (0.0,)
+    class_weighted: FlagDomain = (False,)
+    variant: VariantDomain = ("original",)
+    augment: AugmentDomain = (1.0,)
+    schedule: ScheduleDomain = ("onecycle",)
 
     def arch(self, name: str) -> ArchSpace:
         return next(a for a in self.archs if a.name == name)
 
 
-@dataclass(frozen=True)
-class Resources:
+@_spec("resources")
+class Resources(_KnownKeys):
     """Per-trial resources; fractional GPUs let several small FER nets share one device."""
 
-    cpu: float = 1.0
-    gpu: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.cpu <= 0 or self.gpu < 0:
-            raise SpecError(f"resources: cpu must be > 0 and gpu >= 0, got cpu={self.cpu} gpu={self.gpu}")
+    cpu: Positive = 1.0
+    gpu: Annotated[float, Strict(), Field(ge=0)] = 0.0
 
 
-@dataclass(frozen=True)
-class MergeConfig:
+@_spec("merge")
+class MergeConfig(_KnownKeys):
     """The parallel-merge net built from the top trials after the search (search/merge.py); ``bases: 0``
     turns it off. ``time_budget_s`` bounds its training (checked after each epoch)."""
 
-    bases: int = 3
-    phase1_epochs: int = 3
-    phase2_epochs: int = 2
-    lr: float = 1e-3
-    phase2_lr: float = 1e-4
-    batch_size: int = 128
-    dropout: float = 0.25
-    augment: float = 1.0
-    time_budget_s: float | None = None
-    seed: int = 0
+    bases: NonNegative = 3
+    phase1_epochs: NonNegative = 3
+    phase2_epochs: NonNegative = 2
+    lr: Positive = 1e-3
+    phase2_lr: Positive = 1e-4
+    batch_size: Count = 128
+    dropout: Rate = 0.25
+    augment: Strength = 1.0
+    time_budget_s: Positive | None = None
+    seed: NonNegative = 0
 
-    def __post_init__(self) -> None:
-        if self.bases < 0 or self.phase1_epochs < 0 or self.phase2_epochs < 0:
-            raise SpecError(f"merge: bases and epochs must be >= 0, got {self}")
+    @model_validator(mode="after")
+    def _trainable(self) -> MergeConfig:
+        if self.bases == 1:
+            _fail("a merge net needs 0 (off) or >= 2 bases, got 1", "bases")
         if self.bases and self.phase1_epochs + self.phase2_epochs == 0:
-            raise SpecError("merge: needs at least one epoch in phase 1 or 2")
+            _fail("needs at least one epoch in phase 1 or 2", "phase1_epochs")
+        return self
 
 
-@dataclass(frozen=True)
-class SearchConfig:
+Name = Annotated[str, Strict(), Field(min_length=1, pattern=r"^[^/\\]+$")]
+
+
+@_spec("")
+class SearchConfig(_KnownKeys):
     """One search: space, objectives, budget, resources, storage and logging.
 
     ``run_budget_s`` turns on the budget planner (search/plan.py): the whole ``fersearch run`` (data,
@@ -156,78 +425,64 @@ class SearchConfig:
     still gets this many epochs. ``precision: bf16``: training forward passes under bfloat16 autocast.
     """
 
-    name: str = "search"
+    name: Name = "search"
     space: SearchSpace = field(default_factory=SearchSpace)
-    objectives: tuple[str, ...] = ("val_acc",)
-    num_samples: int = 8
-    time_budget_s: float | None = None
-    max_epochs: int = 10
-    grace_period: int = 2
-    reduction_factor: int = 3
-    early_stop_patience: int | None = None
+    objectives: Annotated[tuple[Literal[OBJECTIVES], ...], BeforeValidator(_as_tuple)] = ("val_acc",)
+    num_samples: Count = 8
+    time_budget_s: Positive | None = None
+    max_epochs: Count = 10
+    grace_period: Count = 2
+    reduction_factor: Annotated[int, Strict(), Field(ge=2)] = 3
+    early_stop_patience: Count | None = None
     resources: Resources = field(default_factory=Resources)
-    max_concurrent_trials: int | None = None
-    seed: int = 0
-    points_to_evaluate: tuple[dict, ...] = ()
-    wandb: str = "off"
-    wandb_project: str = "fersearch"
-    top_k: int = 8
-    checkpoints_to_keep: int = 2
-    max_failures: int = 0
-    workers_per_trial: int = 1
-    optuna_storage: str | None = None
+    max_concurrent_trials: Count | None = None
+    seed: NonNegative = 0
+    points_to_evaluate: Annotated[tuple[dict[Str, Any], ...], BeforeValidator(_as_tuple)] = ()
+    wandb: Literal["off", "offline", "online"] = "off"
+    wandb_project: Name = "fersearch"
+    top_k: Count = 8
+    checkpoints_to_keep: Count = 2
+    max_failures: NonNegative = 0
+    workers_per_trial: Count = 1
+    optuna_storage: Annotated[str, Strict(), Field(min_length=1)] | None = None
     merge: MergeConfig = field(default_factory=MergeConfig)
-    balanced_per_class: int = 8000
-    ensemble_bags: int = 0
-    storage_uri: str | None = None
-    run_budget_s: float | None = None
-    cycles: int = 1
-    min_epochs_per_trial: int = 30
-    precision: str = "fp32"
+    balanced_per_class: Count = 8000
+    ensemble_bags: NonNegative = 0  # 0: plain greedy selection
+    storage_uri: Str | None = None
+    run_budget_s: Positive | None = None
+    cycles: Count = 1
+    min_epochs_per_trial: Count = 30
+    precision: Literal["fp32", "bf16"] = "fp32"
 
-    def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise SpecError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.max_epochs < 1:
-            raise SpecError(f"max_epochs must be >= 1, got {self.max_epochs}")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise SpecError(f"time_budget_s must be > 0, got {self.time_budget_s}")
-        if self.wandb not in ("off", "offline", "online"):
-            raise SpecError(f"wandb must be off, offline or online, got {self.wandb!r}")
-        if not self.objectives or self.objectives[0] != "val_acc":
-            raise SpecError(f"objectives must start with val_acc, got {list(self.objectives)}")
-        _check_choices("objectives", self.objectives, OBJECTIVES)
-        if self.checkpoints_to_keep < 1:
-            raise SpecError("checkpoints_to_keep must be >= 1")
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchConfig:
+        if self.objectives[:1] != ("val_acc",) or len(set(self.objectives)) != len(self.objectives):
+            _fail(f"must start with val_acc, each at most once, got {list(self.objectives)}", "objectives")
         if self.storage_uri is not None and "://" not in self.storage_uri:
-            raise SpecError(
-                f"storage_uri must be a pyarrow filesystem URI (s3://, gs://, hdfs://, file://), "
-                f"got {self.storage_uri!r}; for a shared mount give the search directory instead"
+            _fail(
+                "must be a pyarrow filesystem URI (s3://, gs://, hdfs://, file://), "
+                f"got {self.storage_uri!r}; for a shared mount give the search directory instead",
+                "storage_uri",
             )
-        if self.ensemble_bags < 0:
-            raise SpecError(
-                f"ensemble_bags must be >= 0 (0: plain greedy selection), got {self.ensemble_bags}"
-            )
-        if self.balanced_per_class < 1:
-            raise SpecError(f"balanced_per_class must be >= 1, got {self.balanced_per_class}")
-        if self.workers_per_trial < 1:
-            raise SpecError(f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
-        if self.run_budget_s is not None and self.run_budget_s <= 0:
-            raise SpecError(f"run_budget_s must be > 0, got {self.run_budget_s}")
-        if self.cycles < 1:
-            raise SpecError(f"cycles must be >= 1, got {self.cycles}")
-        if self.precision not in ("fp32", "bf16"):
-            raise SpecError(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if self.min_epochs_per_trial < 1:
-            raise SpecError(f"min_epochs_per_trial must be >= 1, got {self.min_epochs_per_trial}")
+        if self.merge.bases > self.top_k:
+            _fail(f"the merge net's bases come from the top_k={self.top_k} trials, got {self.merge.bases}",
+                  "merge.bases")  # fmt: skip
+        params = {"arch", *(f.name for f in fields(SearchSpace) if f.name != "archs")}
+        params |= {f"{a.name}.{k}" for a in self.space.archs for k in a.kwargs}
+        archs = [a.name for a in self.space.archs]
+        for i, point in enumerate(self.points_to_evaluate):
+            unknown = sorted(set(point) - params)
+            if unknown:
+                _fail(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(params))}",
+                      f"points_to_evaluate[{i}]")  # fmt: skip
+            if point.get("arch", archs[0]) not in archs:
+                _fail(f"arch {point['arch']!r} is not in space.archs ({', '.join(archs)})",
+                      f"points_to_evaluate[{i}].arch")  # fmt: skip
+        return self
 
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
-
-    @property
-    def cpus_per_trial(self) -> float:
-        return self.resources.cpu
 
     def to_dict(self) -> dict:
         """The spec form (what ``config_from_dict`` reads back), JSON-serialisable."""
@@ -236,6 +491,7 @@ class SearchConfig:
         return d
 
     def replace(self, **changes: Any) -> SearchConfig:
+        """A copy with ``changes``, validated like a spec (a bad value raises :class:`SpecError`)."""
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise SpecError(f"unknown SearchConfig field(s): {', '.join(sorted(unknown))}")
@@ -275,96 +531,132 @@ def quick_config() -> SearchConfig:
 PRESETS = {"demo": demo_config, "quick": quick_config}
 
 
-# ---- YAML / dict → typed config, with errors that name the key ------------------------------------------
+# ---- errors: one line naming each bad key ----------------------------------------------------------------
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
+    "none_required": "null",
+}
 
 
-def _domain(value: Any, where: str) -> Domain:
-    if isinstance(value, dict):
-        unknown = set(value) - {"low", "high", "log", "step"}
-        if unknown or not {"low", "high"} <= set(value):
-            raise SpecError(
-                f"{where}: a range needs low and high (and optional log, step), got {sorted(value)}"
-            )
-        try:
-            return Range(
-                float(value["low"]), float(value["high"]), bool(value.get("log", False)), value.get("step")
-            )
-        except SpecError as e:
-            raise SpecError(f"{where}: {e}") from None
-    if isinstance(value, list | tuple):
-        return tuple(value)
-    return (value,)
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise SpecError(f"{where or 'spec'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise SpecError(
-            f"{where or 'spec'}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
-        )
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else key
-        hint = hints[key]
-        if cls is SearchSpace and key == "archs":
-            kwargs[key] = tuple(_arch(a, f"{path}[{i}]") for i, a in enumerate(_as_list(value, path)))
-        elif hint is Domain or (isinstance(hint, types.UnionType) and Range in typing.get_args(hint)):
-            kwargs[key] = _domain(value, path)
-        elif dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, path)
-        elif typing.get_origin(hint) is tuple:
-            kwargs[key] = tuple(_as_list(value, path))
+def error_message(err: dict) -> str:
+    """One pydantic error as ``expected …, got …`` (the path is added by :func:`format_errors`)."""
+    kind, ctx, got = err["type"], err.get("ctx") or {}, f", got {_got(err.get('input'))}"
+    if kind == "spec":
+        return ctx["msg"]
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}{got}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        value = next(iter(ctx.values()))
+        value = int(value) if isinstance(value, float) and value.is_integer() else value
+        return f"expected a value {bounds[kind]} {value}{got}"
+    if kind == "literal_error":
+        return f"expected one of {ctx['expected']}{got}"
+    if kind == "too_short":
+        return f"expected at least {ctx['min_length']} item(s){got}"
+    if kind == "string_too_short":
+        return f"expected a non-empty string{got}"
+    if kind == "string_pattern_mismatch":
+        return f"expected a name without slashes{got}"
+    if kind in ("missing", "missing_argument"):
+        return "missing"
+    return f"{err['msg']}{got}"
+
+
+def _walk(node: Any, key: Any) -> Any:
+    if isinstance(node, dict):
+        return node.get(key)
+    if isinstance(node, list | tuple):
+        return node[key] if isinstance(key, int) and -len(node) <= key < len(node) else None
+    return getattr(node, key, None) if isinstance(key, str) else None
+
+
+def _arch_name(node: Any) -> str | None:
+    """The name of an arch given as ``name``, ``{name: kwargs}``, ``{name:, kwargs:}`` or an ArchSpace."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, ArchSpace):
+        return node.name
+    if isinstance(node, dict):
+        if isinstance(node.get("name"), str):
+            return node["name"]
+        if len(node) == 1:
+            return str(next(iter(node)))
+    return None
+
+
+def error_path(loc: tuple, root: Any = None, prefix: str = "") -> str:
+    """``("space", "archs", 0, "kwargs", "width")`` → ``space.archs[0].mini_xception.width``."""
+    path, node = prefix, root
+    for part in loc:
+        if part in (_RANGE_TAG, _CHOICES_TAG):
+            continue
+        if part == "kwargs" and (name := _arch_name(node)) is not None:
+            part = name  # the spec writes an arch's kwargs under its name
         else:
-            kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except SpecError as e:
-        raise SpecError(f"{where + ': ' if where else ''}{e}") from None
-    except TypeError as e:
-        raise SpecError(f"{where or 'spec'}: {e}") from None
+            node = _walk(node, part)
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
 
 
-def _as_list(value: Any, where: str) -> list:
-    if isinstance(value, list | tuple):
-        return list(value)
-    if isinstance(value, str | int | float | dict):
-        return [value]
-    raise SpecError(f"{where}: expected a list, got {type(value).__name__}")
+def format_errors(e: ValidationError, prefix: str = "", root: Any = None) -> str:
+    """Every error of ``e`` as ``path: expected …, got …``, on one line."""
+    out = []
+    for err in e.errors(include_url=False):
+        sub = (err.get("ctx") or {}).get("sub") if err["type"] == "spec" else None
+        path = error_path(err["loc"], root, prefix)
+        if sub:
+            path = f"{path}.{sub}" if path and not sub.startswith("[") else path + sub
+        line = f"{path or 'spec'}: {error_message(err)}"
+        if line not in out:
+            out.append(line)
+    return "; ".join(out)
 
 
-def _arch(value: Any, where: str) -> ArchSpace:
-    if isinstance(value, str):
-        return ArchSpace(value)
-    if isinstance(value, dict) and len(value) == 1:
-        ((name, sub),) = value.items()
-        sub = sub or {}
-        if not isinstance(sub, dict):
-            raise SpecError(f"{where}.{name}: expected a mapping of kwargs to choices or ranges")
-        return ArchSpace(name, {k: _domain(v, f"{where}.{name}.{k}") for k, v in sub.items()})
-    raise SpecError(f"{where}: an arch is a name or {{name: {{kwarg: choices}}}}, got {value!r}")
+# ---- YAML / dict → typed config --------------------------------------------------------------------------
 
 
 def config_from_dict(data: dict, *, base: SearchConfig | None = None) -> SearchConfig:
-    """Validate a plain mapping into a SearchConfig; ``preset: quick`` starts from a preset."""
+    """Validate a plain mapping into a SearchConfig; ``preset: quick`` starts from a preset, whose top-level
+    keys the mapping's replace (a ``space:`` block is a whole space). The merged config is validated once,
+    so cross-field rules see the values that will run."""
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a mapping, got {_got(data)}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise SpecError(f"spec: keys must be strings, got {_got(bad[0])}")
     data = dict(data)
     preset = data.pop("preset", None)
-    if preset is not None and preset not in PRESETS and preset != "papers" and preset != "full":
-        raise SpecError(f"preset: unknown {preset!r}; allowed: {', '.join([*PRESETS, 'papers', 'full'])}")
+    allowed = [*PRESETS, "papers", "full"]
+    if preset is not None and (not isinstance(preset, str) or preset not in allowed):
+        raise SpecError(f"preset: unknown {preset!r}; allowed: {', '.join(allowed)}")
     if preset in ("papers", "full"):
         from search.presets import PAPER_PRESETS
 
         base = PAPER_PRESETS[preset]()
     elif preset is not None:
         base = PRESETS[preset]()
-    cfg = _build(SearchConfig, data, "")
     if base is None:
-        return cfg
-    merged = {k: getattr(cfg, k) for k in data}
-    return base.replace(**merged)
+        return SearchConfig(**data)
+    return SearchConfig(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **data})
 
 
 def load_spec(path: str | Path) -> tuple[SearchConfig, dict]:
@@ -380,6 +672,9 @@ def load_spec(path: str | Path) -> tuple[SearchConfig, dict]:
         raise SpecError(f"{p}: expected a mapping at the top level")
     extra = {k: raw.pop(k) for k in ("data", "out") if k in raw}
     try:
+        for key, value in extra.items():
+            if not isinstance(value, str) or not value:
+                raise SpecError(f"{key}: expected a path, got {_got(value)}")
         return config_from_dict(raw), extra
     except SpecError as e:
         raise SpecError(f"{p}: {e}") from None
