@@ -102,8 +102,12 @@ def _load_member(file: Path, arch: str, arch_kwargs: dict, num_classes: int) -> 
         state = load_file(str(file))
     except (SafetensorError, OSError) as e:
         raise ExportError(f"{file}: not a valid safetensors file ({e})") from e
-    model = create_model(arch, num_classes=num_classes, **arch_kwargs)
-    model.load_state_dict(state, strict=True)
+    try:
+        model = create_model(arch, num_classes=num_classes, **arch_kwargs)
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ExportError(f"{file}: does not fit {arch}({arch_kwargs}) as the manifest says ({why})") from e
     return model.to(memory_format=torch.channels_last).eval()
 
 
@@ -201,6 +205,89 @@ def export_ensemble(
     return out
 
 
+def _inside(root: Path, name: object, manifest_path: Path, key: str) -> Path:
+    """``root / name``, refused unless it is a relative path that stays inside ``root`` (symlinks too)."""
+    if not isinstance(name, str) or not name:
+        raise ExportError(f"{manifest_path}: {key} must be a file name, got {name!r}")
+    path = root / name
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise ExportError(f"{manifest_path}: {key} {name!r} points outside the export directory {root}")
+    return path
+
+
+def _manifest_error(manifest_path: Path, what: str) -> ExportError:
+    return ExportError(f"{manifest_path}: {what}; the export is damaged or incomplete")
+
+
+def read_manifest(root: str | Path) -> dict:
+    """``manifest.json`` of an export, parsed and checked for the keys loading needs (one error naming the
+    file and the key otherwise). Files are not opened: see :func:`verify_export`."""
+    root = Path(root)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        pickles = sorted(p.name for p in root.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        hint = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
+        raise ExportError(f"{manifest_path}: missing; not a fersearch export{hint}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except OSError as e:
+        raise ExportError(f"{manifest_path}: cannot read it ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise _manifest_error(manifest_path, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except json.JSONDecodeError as e:
+        where = f"{e.msg} at line {e.lineno} column {e.colno}"
+        raise _manifest_error(manifest_path, f"not valid JSON ({where})") from e
+    if not isinstance(manifest, dict):
+        raise _manifest_error(manifest_path, f"holds a {type(manifest).__name__}, not a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise ExportError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    expected = {"classes": list, "members": list, "files": dict}
+    for key, kind in expected.items():
+        if key not in manifest:
+            raise _manifest_error(manifest_path, f"missing key {key!r}")
+        if not isinstance(manifest[key], kind) or not manifest[key]:
+            raise _manifest_error(manifest_path, f"key {key!r} must be a non-empty {kind.__name__}")
+    if not all(isinstance(c, str) for c in manifest["classes"]):
+        raise _manifest_error(manifest_path, "key 'classes' must list class names")
+    for i, m in enumerate(manifest["members"]):
+        if not isinstance(m, dict):
+            raise _manifest_error(manifest_path, f"members[{i}] is not an object")
+        for key, kind in (("file", str), ("arch", str), ("weight", (int, float)), ("arch_kwargs", dict)):
+            if key not in m:
+                raise _manifest_error(manifest_path, f"members[{i}] has no key {key!r}")
+            if not isinstance(m[key], kind) or isinstance(m[key], bool):
+                raise _manifest_error(manifest_path, f"members[{i}].{key} has the wrong type")
+    for name, digest in manifest["files"].items():
+        if not isinstance(digest, str):
+            raise _manifest_error(manifest_path, f"files[{name!r}] must be a sha256 hex string")
+    return manifest
+
+
+def verify_export(root: str | Path) -> dict:
+    """The manifest of an export that is whole: every member inside the directory, a safetensors file
+    (pickles refused) listed in ``files``; every file ``files`` lists present with its sha256. Damage
+    (a deleted ``model.onnx``, a truncated manifest, a member outside the directory) fails here, naming
+    the file, before any loader opens anything."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    manifest_path = root / "manifest.json"
+    files = manifest["files"]
+    for i, entry in enumerate(manifest["members"]):
+        file = _inside(root, entry["file"], manifest_path, f"members[{i}].file")
+        if not file.is_file():
+            raise ExportError(f"{file}: missing (members[{i}] of {manifest_path})")
+        _check_weights_file(file)
+        if entry["file"] not in files:
+            raise ExportError(f"{file}: not listed in {manifest_path} files, so its sha256 cannot be checked")
+    for name, expected in files.items():
+        path = _inside(root, name, manifest_path, "files key")
+        if not path.is_file():
+            raise ExportError(f"{path}: missing (listed in {manifest_path} files)")
+        if _sha256(path) != expected:
+            raise ExportError(f"{path}: sha256 does not match manifest.json")
+    return manifest
+
+
 class Predictor:
     """Loads an export directory (safetensors / ONNX only) and returns ensemble probabilities."""
 
@@ -214,22 +301,13 @@ class Predictor:
 
     @classmethod
     def from_dir(cls, path: str | Path, backend: str = "auto") -> Predictor:
-        """``backend``: ``onnx`` (ONNX Runtime), ``torch``, or ``auto`` (ONNX Runtime when available)."""
+        """``backend``: ``onnx`` (ONNX Runtime), ``torch``, or ``auto`` (ONNX Runtime when available).
+
+        The export is verified whole first (:func:`verify_export`), so a damaged one fails with one
+        ``ExportError`` naming the file instead of a loader's traceback."""
         root = Path(path)
-        manifest_path = root / "manifest.json"
-        if not manifest_path.is_file():
-            pickles = sorted(p.name for p in root.glob("*") if p.suffix in PICKLE_SUFFIXES)
-            hint = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
-            raise ExportError(f"{manifest_path}: missing; not a fersearch export{hint}")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise ExportError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-        for entry in manifest["members"]:
-            _check_weights_file(root / entry["file"])
-        for name, expected in manifest.get("files", {}).items():
-            if (root / name).is_file() and _sha256(root / name) != expected:
-                raise ExportError(f"{root / name}: sha256 does not match manifest.json")
-        has_onnx = ONNX_FILE in manifest.get("files", {})
+        manifest = verify_export(root)
+        has_onnx = ONNX_FILE in manifest["files"]
         if backend == "auto":
             try:
                 import onnxruntime  # noqa: F401
@@ -251,9 +329,11 @@ class Predictor:
 
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            self._session = ort.InferenceSession(
-                str(self.root / ONNX_FILE), opts, providers=["CPUExecutionProvider"]
-            )
+            path = self.root / ONNX_FILE
+            try:
+                self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # ORT raises its own (unexported) error classes
+                raise ExportError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from e
             return
         models, weights = [], []
         for entry in self.manifest["members"]:
@@ -286,4 +366,6 @@ __all__ = [
     "export_ensemble",
     "export_onnx",
     "predict_proba",
+    "read_manifest",
+    "verify_export",
 ]

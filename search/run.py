@@ -126,6 +126,7 @@ def select_and_export(
     """Compare ensembling strategies over the top-k trials (and the merge net built from the best of
     them, unless ``merge.bases`` is 0) and export the greedy ensemble (± flip TTA, ± merge net) that scores
     best on PublicTest."""
+    started = time.time()  # the report's wall time of this stage
     root = Path(search_dir).resolve()
     candidates = find_candidates(root, top_k)
     if not candidates:
@@ -162,7 +163,8 @@ def select_and_export(
         tta=pick.tta,
     )
     (root / "comparison.txt").write_text(format_rows(rows) + "\n")
-    report = write_report(root, rows, pick, comparison.private_confusion[(pick.strategy, pick.tta)])
+    confusion = comparison.private_confusion[(pick.strategy, pick.tta)]
+    report = write_report(root, rows, pick, confusion, started=started)
     return ExportResult(candidates, rows, strategy, export_dir, report)
 
 
