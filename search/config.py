@@ -304,7 +304,7 @@ def _arch_input(value: Any) -> Any:
     return value
 
 
-@_spec("arch")
+@_spec("space.archs")
 class ArchSpace(_KnownKeys):
     """One architecture and its own sub-space, e.g. ``mini_xception`` with ``width: [0.5, 1.0, 2.0]``."""
 
