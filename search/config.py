@@ -47,7 +47,6 @@ class SpecError(ValueError):
 
 # ---- strict scalar types: no silent coercion (a float field still takes an int) --------------------------
 
-Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
@@ -95,7 +94,7 @@ class _KnownKeys:
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
-        keys = data.kwargs or {} if isinstance(data, ArgsKwargs) else data
+        keys = (data.kwargs or {}) if isinstance(data, ArgsKwargs) else data
         if isinstance(keys, dict):
             allowed = [f.name for f in fields(cls)]  # type: ignore[arg-type]
             unknown = sorted(str(k) for k in keys if k not in allowed)
