@@ -1,8 +1,10 @@
 """Baseline for `fersearch run`: one plain mini-Xception loop trained for the same wall time.
 
-Adam, cosine LR over the wall-time budget, flip + shift augmentation, all threads, no search, no ensemble.
-Prints PublicTest / PrivateTest accuracy and, given ``--run <fersearch run dir>``, the run's ensemble
-beside it (same split files, same machine, measured in this process for the baseline).
+Adam, cosine LR over the wall-time budget, flip + shift augmentation, no search, no ensemble. Prints
+PublicTest / PrivateTest accuracy and, given ``--run <fersearch run dir>``, the run's ensemble beside it.
+``--save DIR`` keeps the softmax outputs (plain and mirrored) for the budget race, which averages two such
+loops; ``--best-epoch`` keeps the weights of the epoch with the best PublicTest accuracy (checked at the end
+of every pass) instead of the last ones.
 
     python -m benchmarks.single_model_baseline --data ../shared/data/fer2013.csv.gz --minutes 20 \
         --run runs/real-quick
@@ -11,6 +13,7 @@ beside it (same split files, same machine, measured in this process for the base
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import tempfile
@@ -34,32 +37,28 @@ def shift_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Ten
     return padded[:, :, dy : dy + h, dx : dx + w].contiguous(memory_format=torch.channels_last)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--minutes", type=float, default=20)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--run", help="a fersearch run directory to compare against (reads its summary.json)")
-    args = ap.parse_args()
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    rng = np.random.default_rng(0)
-    root = Path(args.run) / "data" if args.run else Path(tempfile.mkdtemp()) / "data"
-    if not (root / "manifest.json").is_file():
-        prepare_fer2013(args.data, root)
-    x, y = load_split(root, "Training")
-    vx, vy = load_split(root, "PublicTest")
-    tx, ty = load_split(root, "PrivateTest")
-
+def train_loop(
+    x: np.ndarray,
+    y: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    minutes: float,
+    lr: float = 2e-3,
+    seed: int = 0,
+    best_epoch: bool = False,
+) -> tuple[torch.nn.Module, dict]:
+    """The plain loop: train for ``minutes`` of wall time (cosine on elapsed time); returns the model and
+    what it did (epochs, wall seconds, the PublicTest accuracy it was chosen at)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    vx, vy = val
     model = build_model("mini_xception", 7, 0.0)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    budget = args.minutes * 60
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    budget = minutes * 60
     start = time.time()
-    epochs = 0.0
-    done = False
+    epochs, done, passes = 0.0, False, 0
+    best: tuple[float, dict | None, float] = (-1.0, None, 0.0)
     while not done:
         model.train()
         order = rng.permutation(len(x))
@@ -69,19 +68,71 @@ def main() -> None:
                 done = True
                 break
             for g in opt.param_groups:
-                g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
+                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
             idx = np.sort(order[i : i + 64])
-            loss = F.cross_entropy(model(shift_flip(to_tensor(x[idx]), gen)), torch.from_numpy(y[idx]))
+            loss = F.cross_entropy(model(shift_flip(to_tensor(x[idx]), gen)), torch.from_numpy(y[idx]).long())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             epochs += len(idx) / len(x)
-    train_s = time.time() - start
-    pub = float(np.mean(predict_proba(model, vx).argmax(1) == vy))
-    priv = float(np.mean(predict_proba(model, tx).argmax(1) == ty))
+        passes += 1
+        if best_epoch and (not done or passes > 1):
+            acc = float(np.mean(predict_proba(model, vx).argmax(1) == vy))
+            if acc > best[0]:
+                best = (acc, copy.deepcopy(model.state_dict()), epochs)
+    wall = time.time() - start
+    public = float(np.mean(predict_proba(model, vx).argmax(1) == vy))
+    chosen_epochs = epochs
+    if best_epoch and best[1] is not None and best[0] > public:
+        model.load_state_dict(best[1])
+        public, chosen_epochs = best[0], best[2]
+    return model, {"epochs": round(epochs, 2), "chosen_epochs": round(chosen_epochs, 2), "wall_s": wall,
+                   "public_acc": public}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", help="FER2013 CSV (prepared into a temporary folder unless --data-root)")
+    ap.add_argument("--data-root", help="an already prepared data folder (manifest.json + Parquet splits)")
+    ap.add_argument("--minutes", type=float, default=20)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--best-epoch", action="store_true", help="keep the best PublicTest epoch's weights")
+    ap.add_argument("--save", help="write PublicTest/PrivateTest probabilities (plain, mirrored) + JSON")
+    ap.add_argument("--run", help="a fersearch run directory to compare against (reads its summary.json)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    if args.data_root:
+        root = Path(args.data_root)
+    else:
+        root = Path(args.run) / "data" if args.run else Path(tempfile.mkdtemp()) / "data"
+        if not (root / "manifest.json").is_file():
+            prepare_fer2013(args.data, root)
+    x, y = load_split(root, "Training")
+    vx, vy = load_split(root, "PublicTest")
+    tx, _ = load_split(root, "PrivateTest", with_labels=False)
+    model, info = train_loop(
+        x, y, (vx, vy), minutes=args.minutes, lr=args.lr, seed=args.seed, best_epoch=args.best_epoch
+    )
+    probs = {
+        "PublicTest": predict_proba(model, vx),
+        "PublicTest_flip": predict_proba(model, np.ascontiguousarray(vx[:, :, ::-1])),
+        "PrivateTest": predict_proba(model, tx),
+        "PrivateTest_flip": predict_proba(model, np.ascontiguousarray(tx[:, :, ::-1])),
+    }
+    _, ty = load_split(root, "PrivateTest")  # labels only now, for the final figure
+    info["private_acc"] = float(np.mean(probs["PrivateTest"].argmax(1) == ty))
+    if args.save:
+        out = Path(args.save)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, p in probs.items():
+            np.save(out / f"{name}.npy", p)
+        (out / "result.json").write_text(json.dumps(info, indent=2) + "\n")
     print(
-        f"single mini_xception loop: {train_s / 60:.1f} min, {epochs:.1f} epochs, "
-        f"PublicTest {pub:.4f}, PrivateTest {priv:.4f}"
+        f"single mini_xception loop: {info['wall_s'] / 60:.1f} min, {info['epochs']:.1f} epochs, "
+        f"PublicTest {info['public_acc']:.4f}, PrivateTest {info['private_acc']:.4f}"
     )
     if args.run:
         s = json.loads((Path(args.run) / "summary.json").read_text())
@@ -91,7 +142,7 @@ def main() -> None:
             f"fersearch run ({s['wall_s'] / 60:.1f} min wall): ensemble PrivateTest {ens:.4f}, "
             f"best single trial {best:.4f}"
         )
-        print(f"ratio ensemble / single loop (PrivateTest accuracy): {ens / priv:.3f}")
+        print(f"ratio ensemble / single loop (PrivateTest accuracy): {ens / info['private_acc']:.3f}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def fer_ddp_worker(config: dict) -> None:
         Recipe,
         arch_kwargs_of,
         build_model,
+        keep_score,
         predict_proba,
         restore,
         save_checkpoint,
@@ -147,6 +148,7 @@ def fer_ddp_worker(config: dict) -> None:
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "val_acc": val_acc,
+            "keep_score": keep_score(val_acc, epoch, recipe.plan, improved),
             "best_val_acc": best,
             "train_loss": float(loss_sum[0] / loss_sum[1]),
             "rank_train_loss": local_loss,

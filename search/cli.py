@@ -57,10 +57,14 @@ def _run(args: argparse.Namespace) -> int:
 
     _connect(args)
 
+    started = time.time()
     out = Path(args.out) if args.out else _default_out("run")
     csv_path, synthetic = resolve_data(args.data, out.resolve())
-    cfg = _overrides(args, demo_config() if synthetic else quick_config())
-    result = run(csv_path, out, cfg)
+    base = demo_config() if synthetic else quick_config()
+    cfg = _overrides(args, base)
+    if args.budget_min:  # on `run` the budget is the whole run's, planned (search/plan.py)
+        cfg = cfg.replace(run_budget_s=args.budget_min * 60, time_budget_s=base.time_budget_s)
+    result = run(csv_path, out, cfg, synthetic=synthetic, started=started)
     print(format_summary(result))
     return 0
 
@@ -154,25 +158,26 @@ def _trials(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    """Every record (errors and skipped files too) goes to the output; errors and skips are also named
+    on stderr, and a summary line counts each status. Exit 1 on an error or when nothing was
+    classified (``--strict``: on anything but ``ok``), else 0."""
     import csv
 
     from search.export import Predictor
-    from search.predict import csv_header, predict_paths
+    from search.predict import STATUSES, csv_header, predict_paths
 
     predictor = Predictor.from_dir(args.export_dir)
     roi = False if args.no_roi else (args.roi or True)
     sink = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = csv.writer(sink, lineterminator="\n") if args.format == "csv" else None
-    failed = classified = 0
+    counts = dict.fromkeys(STATUSES, 0)
     try:
         if writer:
             writer.writerow(csv_header(predictor.classes))
-        for result in predict_paths(predictor, args.inputs, roi=roi, every=args.every):
-            if result.status == "error":
-                failed += 1
-                print(f"error: {result.error}", file=sys.stderr)
-                continue
-            classified += result.status == "ok"
+        for result in predict_paths(predictor, args.inputs, roi=roi, every=args.every, crop=args.crop):
+            counts[result.status] += 1
+            if result.status in ("error", "skipped"):
+                print(f"{result.status}: {result.error}", file=sys.stderr)
             if writer:
                 writer.writerow(result.csv_row(predictor.classes))
             else:
@@ -181,9 +186,16 @@ def _predict(args: argparse.Namespace) -> int:
     finally:
         if sink is not sys.stdout:
             sink.close()
-    if not classified and not failed:
+    print(
+        f"fersearch predict: {sum(counts.values())} records: {counts['ok']} ok, {counts['no_face']} no face, "
+        f"{counts['error']} error, {counts['skipped']} skipped",
+        file=sys.stderr,
+    )
+    if not counts["ok"]:
         print("fersearch: nothing classified (no input, or no face found in any input)", file=sys.stderr)
-    return 1 if failed or not classified else 0
+    if args.strict and sum(counts.values()) > counts["ok"]:
+        return 1
+    return 1 if counts["error"] or not counts["ok"] else 0
 
 
 def _positive_int(text: str) -> int:
@@ -194,7 +206,12 @@ def _positive_int(text: str) -> int:
 
 
 def _budget_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget-min", type=float, help="search wall-time budget in minutes")
+    p.add_argument(
+        "--budget-min",
+        type=float,
+        help="wall-time budget in minutes: on `run` the whole run (data, search, ensemble, export), planned "
+        "from this machine's measured throughput; on `search` the search's own",
+    )
     p.add_argument("--trials", type=int, help="number of trials")
     p.add_argument("--epochs", type=int, help="max epochs per trial")
     p.add_argument("--archs", help="comma-separated architectures to search (see models.list_models())")
@@ -274,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
         "default: as the export records, else auto",
     )
     roi.add_argument("--no-roi", action="store_true", help="classify each whole image resized (= --roi none)")
+    pd.add_argument(
+        "--crop",
+        choices=["face-box", "eyes-mouth"],
+        help="how a found face is cropped: face-box = the detector's box with a FER2013-like margin, "
+        "eyes-mouth = paper 000's ROI; default: as the export records its training crops",
+    )
+    pd.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any input is not classified (no face, error or skipped), not only on errors",
+    )
     pd.set_defaults(func=_predict)
     return p
 

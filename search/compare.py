@@ -41,7 +41,8 @@ class Candidate:
         saved = json.loads((checkpoint / TRIAL_FILE).read_text())
         cfg = saved["config"]
         return cls(
-            name, cfg["arch"], cfg.get("arch_kwargs", {}), checkpoint, float(saved["best_val_acc"]),
+            name, cfg["arch"], cfg.get("arch_kwargs", {}), checkpoint,
+            float(saved.get("metrics", {}).get("val_acc", saved["best_val_acc"])),
             float(cfg.get("dropout", 0.0)),
         )  # fmt: skip
 

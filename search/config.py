@@ -511,19 +511,36 @@ def demo_config() -> SearchConfig:
     )
 
 
+#: Where the quick preset's search starts (Auto-PyTorch's portfolio warm start): the recipe a careful user
+#: writes by hand for mini-Xception (Adam 2e-3, cosine to zero, flip + shift) and a more regularised twin
+#: (label smoothing, lighter geometry), so the first round is two good, different ensemble members.
+QUICK_PORTFOLIO: tuple[dict, ...] = (
+    {"lr": 2e-3, "augment": 1.0, "label_smoothing": 0.0},
+    {"lr": 2e-3, "augment": 0.6, "label_smoothing": 0.1},
+)
+
+
 def quick_config() -> SearchConfig:
-    """A laptop budget on real FER2013: about 20 minutes of search on two cores."""
+    """Real FER2013 on a laptop: the whole run in 25 minutes, planned from this machine's throughput."""
     return SearchConfig(
         name="quick",
         space=SearchSpace(
-            archs=(ArchSpace("mini_xception"),), lr=Range(5e-4, 5e-3, log=True), dropout=Range(0.0, 0.3)
+            archs=(ArchSpace("mini_xception"),),
+            lr=Range(1e-3, 4e-3, log=True),
+            dropout=(0.0,),
+            schedule=("cosine",),
+            augment=Range(0.5, 1.2),
+            label_smoothing=(0.0, 0.1),
         ),
-        num_samples=6,
+        points_to_evaluate=QUICK_PORTFOLIO,
+        run_budget_s=25 * 60,
+        num_samples=2,
         time_budget_s=20 * 60,
-        max_epochs=10,
-        grace_period=2,
-        top_k=6,
-        merge=MergeConfig(time_budget_s=5 * 60),
+        max_epochs=300,
+        min_epochs_per_trial=50,
+        top_k=8,
+        precision="bf16",
+        merge=MergeConfig(bases=0),
     )
 
 

@@ -12,6 +12,7 @@ snapshot-ensemble member (Huang et al. 2017).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 #: ASHA's time axis for planned trials: ``progress`` runs 0 → PROGRESS_MAX over a trial's planned epochs, so
@@ -104,6 +105,8 @@ class SearchPlan:
     images_per_s: float
     est_epoch_s: float
     est_epochs_per_trial: int
+    cycles: int
+    search_deadline: float
 
     def describe(self) -> str:
         return (
@@ -116,11 +119,13 @@ class SearchPlan:
 
 def plan_search(
     *, budget_s: float, elapsed_s: float, slots: int, images_per_s: float, train_images: int,
-    eval_images: int, min_epochs: int, reserve_s: float,
+    eval_images: int, min_epochs: int, reserve_s: float, cycles: int = 1, now: float | None = None,
 ) -> SearchPlan:  # fmt: skip
     """Rounds of ``slots`` parallel trials that fill the search window, each round's trials long enough for
     ``min_epochs`` (fewer, longer trials beat many short ones at a fixed budget; parallel one-thread trials
-    beat one trial on all threads on a CPU). ``images_per_s`` is one trial's measured training throughput."""
+    beat one trial on all threads on a CPU). ``images_per_s`` is one trial's measured training throughput.
+    With more than one round, successive halving can free slots for new trials, so each trial gets at least
+    two cosine cycles and its first rung is reached annealed."""
     search_s = max(60.0, budget_s - elapsed_s - reserve_s)
     # evaluation runs at ~3x the training speed (no backward pass); each epoch scores PublicTest
     est_epoch_s = (train_images + eval_images / 3) / max(images_per_s, 1e-6)
@@ -138,4 +143,12 @@ def plan_search(
         images_per_s=images_per_s,
         est_epoch_s=est_epoch_s,
         est_epochs_per_trial=max(1, int(trial_budget_s // est_epoch_s)),
+        cycles=cycles if rounds == 1 else max(2, cycles),
+        search_deadline=(time.time() if now is None else now) + search_s,
     )
+
+
+def selection_reserve_s(candidates: int, eval_images: int, images_per_s: float = 2000.0) -> float:
+    """Seconds to keep after the search for selection, export and report: a fixed part (Ray shutdown,
+    ONNX export, plots) plus flip-TTA passes over PublicTest and PrivateTest for every candidate."""
+    return 40.0 + candidates * 2 * eval_images / images_per_s

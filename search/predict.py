@@ -27,12 +27,18 @@ import cv2
 import numpy as np
 
 from data_pipeline.config import PreprocessConfig
-from data_pipeline.preprocess import decode_image, face_rois, finish, wants_roi
+from data_pipeline.preprocess import decode_image, detect_faces, face_rois, finish, image_format, wants_roi
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 NO_FACE = "no face found by the Viola-Jones detector"
 SIDE = 48
+MIN_SIDE = 16  # below this a picture cannot hold a recognisable face (FER2013 faces are 48 px)
+STATUSES = ("ok", "no_face", "error", "skipped")
+CROPS = ("face-box", "eyes-mouth")
+# FER2013's framing: on 599 of its images (every 60th row) the Viola-Jones box spans a median 0.979 of
+# the image side, centred; so a FER2013-like crop is the detected box scaled by 1 / 0.979.
+FACE_BOX_SCALE = 1.02
 
 Box = tuple[int, int, int, int]
 
@@ -52,9 +58,10 @@ class Result:
     """One classified face (or whole image), or why an input gave none.
 
     ``status``: ``ok``; ``no_face`` (readable, but the detector found no face: ``label`` is None);
-    ``error`` (unreadable file, CSV row or video). ``box``: the face box (x, y, w, h) in the input's pixels,
-    or the whole image when it was classified without ROI; ``roi``: the crop that was classified when the
-    face ROI was applied. ``frame`` / ``time`` (seconds) only for video frames.
+    ``error`` (unreadable file, CSV row or video, an image too small to hold a face, a truncated video);
+    ``skipped`` (a file that is no image, video or CSV). ``box``: the face box (x, y, w, h) in the
+    input's pixels, or the whole image when it was classified without ROI; ``roi``: the crop that was
+    classified when the face ROI was applied. ``frame`` / ``time`` (seconds) only for video frames.
     """
 
     input: str
@@ -68,9 +75,9 @@ class Result:
     error: str | None = None
 
     def to_json(self) -> dict:
-        """The JSON-lines record: ``input``, [``frame``, ``time``], ``box``, ``roi``, ``class``,
-        ``probabilities`` [, ``error``]."""
-        record: dict = {"input": self.input}
+        """The JSON-lines record: ``input``, ``status``, [``frame``, ``time``], ``box``, ``roi``,
+        ``class``, ``probabilities`` [, ``error``]."""
+        record: dict = {"input": self.input, "status": self.status}
         if self.frame is not None:
             record["frame"] = self.frame
             record["time"] = self.time
@@ -97,12 +104,13 @@ class Result:
             *map(str, (x, y, w, h)),
             self.label or "",
             *probs,
+            self.status,
             self.error or "",
         ]
 
 
 def csv_header(classes: list[str]) -> list[str]:
-    return ["input", "frame", "time", "x", "y", "w", "h", "class", *classes, "error"]
+    return ["input", "frame", "time", "x", "y", "w", "h", "class", *classes, "status", "error"]
 
 
 @dataclass(frozen=True)
@@ -146,18 +154,64 @@ def preprocess_config(manifest: dict | None, roi: bool | str = True) -> Preproce
     return PreprocessConfig(size=SIDE, equalize=equalize or "none", roi=mode, roi_margin=float(margin))
 
 
-def faces(gray: np.ndarray, cfg: PreprocessConfig) -> list[tuple[np.ndarray, Box, Box | None]]:
-    """(48×48 image, face box, ROI box | None) for each face of one grayscale image, as training crops
-    them; the whole image (box = the image) when ``cfg`` applies no ROI to an image of this size. Empty
-    when the ROI applies and no face is found."""
+def crop_of(manifest: dict | None) -> str:
+    """How the export's training images were cropped, so raw photos can be cropped the same way.
+
+    ``face-box``: whole-face crops as datasets like FER2013 or CK+48 ship them (the face detector's box
+    with FER2013's margin reproduces them); ``eyes-mouth``: the pipeline's eyes-to-mouth ROI of photos
+    (JAFFE, a folder of photos, ``--roi face``). Read from ``preprocessing.crop``; an export that does not
+    record it was trained on the search's FER2013 CSV (``face-box``) unless its ROI was forced on."""
+    rec = (manifest or {}).get("preprocessing") or {}
+    if rec.get("crop") in CROPS:
+        return rec["crop"]
+    forced = rec.get("roi") == "face" or rec.get("face_roi") in ("face", True)
+    forced = forced or (
+        isinstance(rec.get("face_roi"), dict) and rec["face_roi"].get("mode", "face") == "face"
+    )
+    return "eyes-mouth" if forced else "face-box"
+
+
+def face_box_crop(gray: np.ndarray, box: Box, scale: float = FACE_BOX_SCALE) -> tuple[np.ndarray, Box]:
+    """A FER2013-like crop of one detected face: the square of ``scale`` × the box's side about its
+    centre (edges replicated where it leaves the image), and that square clipped to the image."""
+    h, w = gray.shape
+    x, y, bw, bh = box
+    side = max(1, round(max(bw, bh) * scale))
+    x0, y0 = round(x + bw / 2 - side / 2), round(y + bh / 2 - side / 2)
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    src = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
+    crop = src[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
+    cx0, cy0 = max(0, x0), max(0, y0)
+    return crop, (cx0, cy0, min(w, x0 + side) - cx0, min(h, y0 + side) - cy0)
+
+
+def faces(
+    gray: np.ndarray, cfg: PreprocessConfig, crop: str = "face-box"
+) -> list[tuple[np.ndarray, Box, Box | None]]:
+    """(48×48 image, face box, crop box | None) for each face of one grayscale image, in reading order,
+    cropped as the export's training images were (``crop``, see :func:`crop_of`); the whole image (box =
+    the image) when ``cfg`` applies no ROI to an image of this size. Empty when no face is found."""
     h, w = gray.shape
     if not wants_roi(cfg, h, w):
         return [(finish(gray, cfg), (0, 0, w, h), None)]
-    return [(finish(f.crop, cfg), f.box, f.roi) for f in face_rois(gray, cfg.roi_margin)]
+    if crop == "eyes-mouth":
+        return [(finish(f.crop, cfg), f.box, f.roi) for f in face_rois(gray, cfg.roi_margin)]
+    out = []
+    for box in sorted(detect_faces(gray)):
+        x0, y0 = min(max(0, box[0]), w - 1), min(max(0, box[1]), h - 1)
+        clipped = (x0, y0, max(1, min(w, box[0] + box[2]) - x0), max(1, min(h, box[1] + box[3]) - y0))
+        image, roi = face_box_crop(gray, box)
+        out.append((finish(image, cfg), clipped, roi))
+    return out
 
 
-def _image_items(name: str, gray: np.ndarray, cfg: PreprocessConfig, **where) -> Iterator[_Item]:
-    found = faces(gray, cfg)
+def _image_items(name: str, gray: np.ndarray, cfg: PreprocessConfig, crop: str, **where) -> Iterator[_Item]:
+    h, w = gray.shape
+    if min(h, w) < MIN_SIDE:
+        why = f"{name}: image is {w}×{h} px, too small to hold a face (needs at least {MIN_SIDE} px a side)"
+        yield _Item(name, status="error", error=why, **where)
+        return
+    found = faces(gray, cfg, crop)
     if not found:
         yield _Item(name, status="no_face", error=NO_FACE, **where)
     for image, box, roi in found:
@@ -240,6 +294,12 @@ def iter_video(path: Path, every: int | None = None) -> Iterator[tuple[int, floa
             index += 1
         if read == 0:
             raise InputError(f"{path}: not a readable video (no frame could be decoded)")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if count > index + 1:  # one frame of slack: some containers round their frame count
+            raise InputError(
+                f"{path}: truncated video: its header announces {count} frames, only {index} could be read "
+                f"(frames {index}..{count - 1} are missing)"
+            )
     finally:
         cap.release()
 
@@ -248,31 +308,58 @@ def _is_csv(p: Path) -> bool:
     return p.name.lower().endswith((".csv", ".csv.gz"))
 
 
-def _items(paths: Iterable[str | Path], cfg: PreprocessConfig, every: int | None) -> Iterator[_Item]:
+def _kind(p: Path) -> str:
+    """How a file is read: ``csv``, ``video``, ``image`` (by extension, else by its first bytes), or
+    ``skip`` (hidden, or neither)."""
+    if p.name.startswith("."):
+        return "skip"
+    if _is_csv(p):
+        return "csv"
+    suffix = p.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return "image"  # let the image reader report why it cannot be read
+    return "image" if image_format(head) else "skip"
+
+
+def _items(
+    paths: Iterable[str | Path], cfg: PreprocessConfig, crop: str, every: int | None
+) -> Iterator[_Item]:
     for p in map(Path, paths):
         if p.is_dir():
-            wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-            for f in sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in wanted):
-                yield from _file_items(f, cfg, every)
+            for f in sorted(f for f in p.rglob("*") if f.is_file()):
+                yield from _file_items(f, cfg, crop, every)
         elif p.is_file():
-            yield from _file_items(p, cfg, every)
+            yield from _file_items(p, cfg, crop, every)
         else:
             yield _Item(str(p), status="error", error=f"{p}: no such file or directory")
 
 
-def _file_items(p: Path, cfg: PreprocessConfig, every: int | None) -> Iterator[_Item]:
+def _file_items(p: Path, cfg: PreprocessConfig, crop: str, every: int | None) -> Iterator[_Item]:
+    kind = _kind(p)
+    if kind == "skip":
+        what = "a hidden file" if p.name.startswith(".") else f"{p.suffix or 'no extension'}, no image format"
+        why = f"{p}: not an image, video or CSV ({what})"
+        yield _Item(str(p), status="skipped", error=why)
+        return
     try:
-        if _is_csv(p):
+        if kind == "csv":
             for name, row in iter_csv(p):
                 if isinstance(row, InputError):
                     yield _Item(name, status="error", error=str(row))
                 else:
-                    yield from _image_items(name, row, cfg)
-        elif p.suffix.lower() in VIDEO_SUFFIXES:
+                    yield from _image_items(name, row, cfg, crop)
+        elif kind == "video":
             for index, t, gray in iter_video(p, every):
-                yield from _image_items(f"{p}#frame={index}", gray, cfg, frame=index, time=t)
+                yield from _image_items(f"{p}#frame={index}", gray, cfg, crop, frame=index, time=t)
         else:
-            yield from _image_items(str(p), load_gray(p), cfg)
+            yield from _image_items(str(p), load_gray(p), cfg, crop)
     except InputError as e:
         yield _Item(str(p), status="error", error=str(e))
 
@@ -284,15 +371,23 @@ def predict_paths(
     roi: bool | str = True,
     every: int | None = None,
     batch_size: int = 256,
+    crop: str | None = None,
 ) -> Iterator[Result]:
     """Classify image files, folders (recursive), Kaggle CSVs (.csv/.csv.gz) and videos (.mp4 .avi .mov
     .mkv .webm), yielding results in input order: one per face, one ``no_face`` result per image or frame
-    without a face, one ``error`` result per unreadable file / row / video. Nothing is dropped.
+    without a face, one ``error`` result per unreadable file / row / video, image too small to hold a face
+    or truncated video (after its readable frames), one ``skipped`` result per file that is none of
+    these (a ``.txt`` in a folder). Nothing is dropped: every input is accounted for.
 
     ``roi``: see ``preprocess_config`` (True: as the export records, else ``auto``). ``every``: classify
-    every N-th video frame (default: one frame per second). Batches of ``batch_size`` faces.
+    every N-th video frame (default: one frame per second). Batches of ``batch_size`` faces. ``crop``:
+    ``face-box`` or ``eyes-mouth`` (default: as the export's training images were, :func:`crop_of`).
     """
-    cfg = preprocess_config(getattr(predictor, "manifest", None), roi)
+    manifest = getattr(predictor, "manifest", None)
+    cfg = preprocess_config(manifest, roi)
+    crop = crop or crop_of(manifest)
+    if crop not in CROPS:
+        raise InputError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
     if every is not None and every < 1:
         raise InputError(f"every must be ≥ 1, got {every}")
     classes = list(predictor.classes)
@@ -316,7 +411,7 @@ def predict_paths(
             )
         pending.clear()
 
-    for item in _items(paths, cfg, every):
+    for item in _items(paths, cfg, crop, every):
         pending.append(item)
         waiting += item.image is not None
         if waiting >= batch_size:
@@ -326,12 +421,18 @@ def predict_paths(
 
 
 __all__ = [
+    "CROPS",
+    "FACE_BOX_SCALE",
     "IMAGE_SUFFIXES",
+    "MIN_SIDE",
     "NO_FACE",
+    "STATUSES",
     "VIDEO_SUFFIXES",
     "InputError",
     "Result",
+    "crop_of",
     "csv_header",
+    "face_box_crop",
     "faces",
     "iter_csv",
     "iter_video",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -69,30 +70,46 @@ PRUNE_BELOW_BEST = 0.10
 
 
 def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
-    """The best-epoch checkpoint (with predictions) of each of the top-k trials, best PublicTest first.
+    """Every checkpoint with predictions of each of the top-k trials -- a trial's annealed snapshots and
+    its best epochs -- best PublicTest first; a trial with several is named ``<trial>@<epoch>``.
 
-    The library is pruned to trials within ``PRUNE_BELOW_BEST`` of the best PublicTest accuracy (Caruana et
-    al. 2006, "Getting the most out of ensemble selection"): a barely trained model's near-flat outputs can
-    otherwise win greedy steps on a small validation set by nudging ties, which is fitting noise.
+    Selection improves with a larger, more diverse library (Caruana et al. 2004), and each cycle end of a
+    trial is a snapshot-ensemble member for free (Huang et al. 2017). The library is pruned to candidates
+    within ``PRUNE_BELOW_BEST`` of the best PublicTest accuracy (Caruana et al. 2006): a barely trained
+    model's near-flat outputs can otherwise win greedy steps on a small validation set by nudging ties.
     """
-    best: dict[str, tuple[float, Path]] = {}
+    per_trial: dict[str, list[tuple[float, int, Path]]] = {}
     for trial_file in (search_dir / "tune").glob(f"trial_*/checkpoint_*/{TRIAL_FILE}"):
         ckpt = trial_file.parent
         if not (ckpt / VAL_FILE).is_file():
             continue
-        trial = ckpt.parent.name.removeprefix("trial_")
-        acc = float(json.loads(trial_file.read_text())["best_val_acc"])
-        if trial not in best or acc > best[trial][0]:
-            best[trial] = (acc, ckpt)
-    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_k]
-    ranked = [kv for kv in ranked if kv[1][0] >= ranked[0][1][0] - PRUNE_BELOW_BEST]
-    return [Candidate.from_checkpoint(trial, ckpt) for trial, (_, ckpt) in ranked]
+        saved = json.loads(trial_file.read_text())
+        acc = float(saved["metrics"].get("val_acc", saved["best_val_acc"]))
+        epoch = int(saved["metrics"].get("epoch", 0))
+        per_trial.setdefault(ckpt.parent.name.removeprefix("trial_"), []).append((acc, epoch, ckpt))
+    if not per_trial:
+        return []
+    trials = sorted(per_trial, key=lambda t: (-max(a for a, _, _ in per_trial[t]), t))[:top_k]
+    found = []
+    for t in trials:
+        snaps = sorted(per_trial[t], key=lambda s: (-s[0], -s[1]))
+        for acc, epoch, ckpt in snaps:
+            found.append((acc, f"{t}@{epoch}" if len(snaps) > 1 else t, ckpt))
+    found.sort(key=lambda f: (-f[0], f[1]))
+    found = [f for f in found if f[0] >= found[0][0] - PRUNE_BELOW_BEST]
+    return [Candidate.from_checkpoint(name, ckpt) for _, name, ckpt in found]
+
+
+def trial_of(candidate: Candidate) -> str:
+    """The trial a candidate comes from (a snapshot is named ``<trial>@<epoch>``)."""
+    return candidate.name.split("@", 1)[0]
 
 
 def merge_candidate(root: Path, candidates: list[Candidate], cfg: MergeConfig) -> Candidate | None:
     """The merge net over the top ``cfg.bases`` trials, trained once and kept in ``<root>/merge`` (reused
     while it was built from the same trials)."""
-    bases = candidates[: cfg.bases]
+    distinct = {trial_of(c): c for c in reversed(candidates)}  # each trial's best candidate
+    bases = sorted(distinct.values(), key=lambda c: -c.val_acc)[: cfg.bases]
     if cfg.bases < 2 or len(bases) < 2:
         return None
     ckpt = root / MERGE_DIR
@@ -108,12 +125,19 @@ def merge_candidate(root: Path, candidates: list[Candidate], cfg: MergeConfig) -
 
 
 def preprocessing_of(data_manifest: dict) -> dict | None:
-    """What the data pipeline did to each image (face ROI, equalisation, size), for predict to repeat."""
+    """What the data pipeline did to each image (face ROI, equalisation, size) and how the training images
+    were cropped (``crop``), for predict to repeat on raw photos: ``face-box`` when they are a dataset's
+    whole-face crops (FER2013, CK+48: the ROI never ran on them), ``eyes-mouth`` when the pipeline's ROI
+    cropped them (forced, or most images were photos)."""
     pre = data_manifest.get("preprocess")
     if not pre:
         return None
     size = int(pre.get("size", 48))
-    return {"grayscale": True, "resize": [size, size], "interpolation": "area", **pre}
+    roi = (data_manifest.get("info") or {}).get("roi") or {}
+    written = int(data_manifest.get("rows_written") or 0)
+    cropped = pre.get("roi") == "face" or (pre.get("roi") != "none" and 2 * int(roi.get("face", 0)) > written)
+    crop = "eyes-mouth" if cropped else "face-box"
+    return {"grayscale": True, "resize": [size, size], "interpolation": "area", **pre, "crop": crop}
 
 
 def select_and_export(
@@ -168,18 +192,37 @@ def select_and_export(
     return ExportResult(candidates, rows, strategy, export_dir, report)
 
 
-def run(data: str | Path | None, out_dir: str | Path, cfg: SearchConfig | None = None) -> RunResult:
-    start = time.time()
+def run(
+    data: str | Path | None,
+    out_dir: str | Path,
+    cfg: SearchConfig | None = None,
+    *,
+    synthetic: bool | None = None,
+    started: float | None = None,
+) -> RunResult:
+    """``synthetic``: whether ``data`` is the embedded synthetic set (when the caller resolved it already);
+    ``started``: when the run began (``time.time()``), so a whole-run budget counts what came before."""
+    start = time.time() if started is None else started
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, synthetic = resolve_data(data, out)
+    if synthetic is None:
+        csv_path, synthetic = resolve_data(data, out)
+    else:
+        csv_path = Path(data)
     if cfg is None:
         cfg = demo_config() if synthetic else quick_config()
+    deadline = start + cfg.run_budget_s if cfg.run_budget_s else None
 
     print(f"[1/2] search ({cfg.name})")
-    searched = search(cfg, csv_path, out)
+    searched = search(cfg, csv_path, out, deadline=deadline)
     print(f"[2/2] ensembles over the top {cfg.top_k} trials, chosen on PublicTest; export")
-    exported = select_and_export(out, cfg.top_k, merge=cfg.merge, bags=cfg.ensemble_bags)
+    merge = cfg.merge
+    if deadline is not None and merge.bases:
+        # the planner gives the search every minute the selection does not need; a merge net would
+        # overrun the budget (at 20-40 min it also adds less than a longer search: benchmarks/budget_race)
+        print("merge net: skipped under a run budget (merge.bases > 0 is honoured without --budget-min)")
+        merge = dataclasses.replace(merge, bases=0)
+    exported = select_and_export(out, cfg.top_k, merge=merge, bags=cfg.ensemble_bags)
     if cfg.wandb != "off":
         from search.wandb_logging import log_export_artifact, wandb_mode
 
@@ -216,6 +259,7 @@ def summary_dict(r: RunResult, cfg: SearchConfig, csv_path: Path, synthetic: boo
             }
             for split, key in (("PublicTest", "public_acc"), ("PrivateTest", "private_acc"))
         },
+        "candidates": len(e.candidates),
         "comparison": [asdict(row) for row in e.rows],
         "merge": merge_summary(r.out_dir),
         "export": str(e.export_dir),

@@ -283,6 +283,14 @@ class Recipe:
         for _ in range(epochs_done * self.steps_per_epoch):
             self.sched.step()
 
+    def last_step_lr(self) -> float:
+        """The learning rate of the last optimiser step taken (a per-batch scheduler has already set the
+        optimiser's to the next step's, which after a cycle end is the restart's)."""
+        s = self.batch_sched
+        if isinstance(s, torch.optim.lr_scheduler.LambdaLR) and s.last_epoch > 0:
+            return float(s.base_lrs[0] * s.lr_lambdas[0](s.last_epoch - 1))
+        return float(self.opt.param_groups[0]["lr"])
+
     def epoch_kwargs(self) -> dict:
         return {"sched": self.batch_sched, "weight": self.weight, "smoothing": self.smoothing,
                 "strength": self.strength, "precision": self.precision}  # fmt: skip
@@ -517,7 +525,7 @@ def train_fer(config: dict, data: TrialData) -> None:
             deadline = min(deadline, float(config["search_deadline"]))
         state.deadline = deadline
 
-    val_y = torch.from_numpy(data.val_y)
+    val_y = torch.from_numpy(np.array(data.val_y))  # the object store's arrays are read-only
     for epoch in range(state.epoch + 1, max_epochs + 1):
         if state.plan is not None and epoch > state.plan.epochs:
             break
@@ -555,6 +563,7 @@ def train_fer(config: dict, data: TrialData) -> None:
             "val_loss": float(F.nll_loss(torch.log(val_t.clamp_min(1e-8)), val_y)),
             "train_loss": train_loss,
             "lr": recipe.opt.param_groups[0]["lr"],
+            "lr_last_step": recipe.last_step_lr(),
             "params": n_params,
             "train_images": len(train_x),
             "train_images_per_s": len(train_x) / train_s,

@@ -12,11 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.config import Domain, Range, SearchConfig
+from search.plan import PROGRESS, PROGRESS_MAX, SearchPlan, rung_fractions
 from search.trainable import TRIAL_FILE, VAL_FILE, TrialData, train_fer
 
 METRIC = "val_acc"
 MODES = {"val_acc": "max", "latency_ms": "min", "params": "min"}
 EXPERIMENT = "tune"
+#: Tune keeps each trial's checkpoints by this score (search.trainable.keep_score): snapshots first.
+KEEP_SCORE = "keep_score"
+#: Tune's own cut comes this long after a budget plan's deadline: trials plan to end by the deadline, the
+#: cut only catches one that misjudged its pace.
+PLAN_SLACK_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,13 @@ class DefineSpace:
     A class rather than a closure so Tune can pickle the searcher state for resume.
     """
 
-    def __init__(self, cfg: SearchConfig) -> None:
+    def __init__(self, cfg: SearchConfig, extra: dict | None = None) -> None:
         self.space = cfg.space
         self.fixed = {
             "max_epochs": cfg.max_epochs,
+            "cycles": cfg.cycles,
+            "cycle_ratio": cfg.reduction_factor,
+            "precision": cfg.precision,
             "seed": cfg.seed,
             "cpus_per_trial": cfg.resources.cpu,
             "gpus_per_trial": cfg.resources.gpu,
@@ -69,6 +78,7 @@ class DefineSpace:
             "objectives": list(cfg.objectives),
             "workers_per_trial": cfg.workers_per_trial,
             "checkpoints_to_keep": cfg.checkpoints_to_keep,
+            **(extra or {}),
         }
 
     def __call__(self, trial) -> dict:
@@ -85,7 +95,9 @@ class DefineSpace:
             value = _suggest(trial, name, dom)
             if not isinstance(dom, Range) and len(dom) == 1:
                 constants[name] = value
-        return {**self.fixed, **constants}
+        # each trial its own seed (Optuna's trial number is deterministic): ensemble members differ in
+        # initialisation and data order, not only in hyperparameters
+        return {**self.fixed, **constants, "seed": int(self.fixed["seed"]) + trial.number}
 
 
 def trial_dirname(trial) -> str:
@@ -104,7 +116,7 @@ def _trainable(cfg: SearchConfig, data: TrialData, storage: Path):
     )
 
 
-def _trial_slots(cfg: SearchConfig) -> int | None:
+def trial_slots(cfg: SearchConfig) -> int | None:
     """How many trials fit the cluster at once; with a searcher Tune otherwise keeps a single trial pending,
     so a multi-node cluster would fill one trial at a time."""
     import ray
@@ -130,10 +142,14 @@ def _optuna_storage(cfg: SearchConfig, storage: Path):
     return JournalStorage(JournalFileBackend(str(storage / "optuna.journal")))
 
 
-def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
+def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchPlan | None = None):
+    """The Tuner for ``cfg``; with a budget ``plan`` each trial gets its time and the search's deadline,
+    ASHA measures trials by their progress through their own plans (a rung is a fraction of a trial's
+    budget, where its cosine cycle ends), and a plan of one round runs without pruning (no trial waits for
+    the slot a pruned one would free)."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     storage = storage.resolve()
@@ -147,8 +163,15 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
     else:
         sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(4, cfg.num_samples))
         metric, mode = METRIC, "max"
+    extra = None
+    if plan is not None:
+        extra = {
+            "trial_budget_s": plan.trial_budget_s,
+            "search_deadline": plan.search_deadline,
+            "cycles": plan.cycles,
+        }
     searcher = OptunaSearch(
-        DefineSpace(cfg),
+        DefineSpace(cfg, extra),
         metric=metric,
         mode=mode,
         sampler=sampler,
@@ -156,14 +179,27 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
         storage=_optuna_storage(cfg, storage),
         points_to_evaluate=[dict(p) for p in cfg.points_to_evaluate] or None,
     )
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        metric=METRIC,
-        mode="max",
-        max_t=cfg.max_epochs,
-        grace_period=min(cfg.grace_period, cfg.max_epochs),
-        reduction_factor=cfg.reduction_factor,
-    )
+    if plan is None:
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=METRIC,
+            mode="max",
+            max_t=cfg.max_epochs,
+            grace_period=min(cfg.grace_period, cfg.max_epochs),
+            reduction_factor=cfg.reduction_factor,
+        )
+    elif plan.rounds > 1:
+        first_rung = rung_fractions(plan.cycles, cfg.reduction_factor)[0]
+        scheduler = ASHAScheduler(
+            time_attr=PROGRESS,
+            metric=METRIC,
+            mode="max",
+            max_t=PROGRESS_MAX,
+            grace_period=PROGRESS_MAX * first_rung,
+            reduction_factor=cfg.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
     callbacks = []
     if cfg.wandb != "off":
         from search.wandb_logging import wandb_callback
@@ -174,9 +210,9 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=cfg.num_samples,
-            time_budget_s=cfg.time_budget_s,
-            max_concurrent_trials=cfg.max_concurrent_trials or _trial_slots(cfg),
+            num_samples=plan.trials if plan else cfg.num_samples,
+            time_budget_s=plan.search_s + PLAN_SLACK_S if plan else cfg.time_budget_s,
+            max_concurrent_trials=cfg.max_concurrent_trials or trial_slots(cfg),
             reuse_actors=True,
             trial_dirname_creator=trial_dirname,
         ),
@@ -184,8 +220,8 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
             name=EXPERIMENT,
             storage_path=experiment_root(cfg, storage),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=cfg.checkpoints_to_keep,
-                checkpoint_score_attribute=METRIC,
+                num_to_keep=cfg.checkpoints_to_keep + (plan.cycles if plan else cfg.cycles),
+                checkpoint_score_attribute=KEEP_SCORE,
                 checkpoint_score_order="max",
             ),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
@@ -196,7 +232,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path):
 
 
 def run_search(
-    cfg: SearchConfig, data: TrialData, storage: Path, *, resume: bool = False
+    cfg: SearchConfig, data: TrialData, storage: Path, *, resume: bool = False, plan: SearchPlan | None = None
 ) -> list[TrialRecord]:
     """Run (or, with ``resume``, restore and finish) the search; every trial, best PublicTest first."""
     from ray import tune
@@ -207,7 +243,7 @@ def run_search(
             raise FileNotFoundError(f"{path}: no Tune experiment to resume")
         tuner = tune.Tuner.restore(path, trainable=_trainable(cfg, data, storage), resume_unfinished=True)
     else:
-        tuner = build_tuner(cfg, data, storage)
+        tuner = build_tuner(cfg, data, storage, plan)
     grid = tuner.fit()
     local = storage.resolve() / EXPERIMENT
     if cfg.storage_uri:
@@ -238,10 +274,7 @@ def _record(result, experiment_path: str, local: Path) -> TrialRecord:
     """One trial's row; checkpoint paths point into the local copy of the experiment."""
     cfg = result.config or {}
     metrics = result.metrics or {}
-    best = result.get_best_checkpoint(METRIC, "max") if result.best_checkpoints else None
-    ckpt = None
-    if best is not None:
-        ckpt = _localise(best.path, experiment_path, local)
+    ckpt = best_kept_checkpoint(result, experiment_path, local)
     if ckpt is None and metrics.get("checkpoint_path"):
         from cluster.train_in_tune import best_train_checkpoint
 
@@ -269,6 +302,16 @@ def _record(result, experiment_path: str, local: Path) -> TrialRecord:
         hparams={k: v for k, v in saved_cfg.items() if k != "arch_kwargs"} or None,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
     )
+
+
+def best_kept_checkpoint(result, experiment_path: str, local: Path) -> Path | None:
+    """The kept checkpoint with the best PublicTest accuracy, preferring one that holds predictions (a
+    later epoch that only tied the best holds none), the earliest on a tie."""
+    kept = []
+    for checkpoint, metrics in result.best_checkpoints or []:
+        path = _localise(checkpoint.path, experiment_path, local)
+        kept.append(((path / VAL_FILE).is_file(), metrics.get(METRIC, -1.0), -metrics.get("epoch", 0), path))
+    return max(kept, key=lambda k: k[:3])[3] if kept else None
 
 
 def _localise(path: str, experiment_path: str, local: Path) -> Path:

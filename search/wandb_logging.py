@@ -1,8 +1,14 @@
 """W&B: one run per trial through Tune's callback, a summary run, and an exported ensemble as an artifact;
-offline unless a key is set."""
+offline unless a key is set.
+
+Every run of a search is in one W&B group named after the search directory (two searches on the same
+preset must not mix); values that do not change during a trial go to the run config, not to charts; when
+offline, one ``wandb sync`` command for the whole search is printed instead of one hint per run.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -17,6 +23,29 @@ def wandb_mode(requested: str) -> str:
         print("WANDB_API_KEY is not set: logging to W&B offline (upload later with `wandb sync`)")
         return "offline"
     return requested
+
+
+# Per-trial results that never change during a trial: run config, not a flat chart each.
+CONSTANT_RESULTS = ("params", "train_images")
+_sync_hinted: set[Path] = set()
+
+
+def search_group(storage: str | Path) -> str:
+    """The W&B group of a search: its directory's name (unique per search, unlike the preset name)."""
+    return Path(storage).resolve().name
+
+
+def sync_command(wandb_dir: str | Path) -> str:
+    """The one command that uploads every offline run under ``wandb_dir`` (trials, summary, export)."""
+    return f"wandb sync {Path(wandb_dir).resolve() / 'wandb'}/offline-run-*"
+
+
+def print_sync_hint(wandb_dir: str | Path, mode: str) -> None:
+    """Print :func:`sync_command` once per directory and process (the runs of a search share it)."""
+    key = Path(wandb_dir).resolve()
+    if mode == "offline" and key not in _sync_hinted:
+        _sync_hinted.add(key)
+        print(f"W&B runs are offline; upload them all with: {sync_command(key)}")
 
 
 def _env(cfg: SearchConfig, storage: Path) -> tuple[str, Path]:
@@ -34,14 +63,31 @@ def _flushing_callback_cls():
 
     class FlushingLoggingActor(_WandbLoggingActor):
         """Ray kills a trial's logging actor as soon as ``run`` returns, and ``wandb.finish()`` can return
-        before wandb's service has written the run: without the teardown a trial's run file may stay empty."""
+        before wandb's service has written the run: without the teardown a trial's run file may stay empty.
+        Silent, because the actor's process did not inherit ``WANDB_SILENT`` and would print a sync hint
+        per trial; constant results go to the run config."""
 
         def run(self):
+            os.environ["WANDB_SILENT"] = "true"
             super().run()
             self._wandb.teardown()
 
+        def _handle_result(self, result: dict) -> tuple[dict, dict]:
+            log, config_update = super()._handle_result(result)
+            for key in CONSTANT_RESULTS:
+                if key in log:
+                    config_update[key] = log.pop(key)
+            return log, config_update
+
     class FlushingWandbLoggerCallback(WandbLoggerCallback):
         _logger_actor_cls = FlushingLoggingActor
+
+        def __del__(self):
+            """Ray's ``__del__`` stops logging actors that are left; after ``on_experiment_end`` none are,
+            and at interpreter exit its module globals may already be gone (``AttributeError`` traceback
+            printed after the search's output), so only call it while actors remain."""
+            if getattr(self, "_trial_logging_actors", None):
+                super().__del__()
 
     return FlushingWandbLoggerCallback
 
@@ -51,10 +97,10 @@ def wandb_callback(cfg: SearchConfig, storage: Path):
     mode, wandb_dir = _env(cfg, storage)
     return _flushing_callback_cls()(
         project=cfg.wandb_project,
-        group=cfg.name,
+        group=search_group(storage),
         mode=mode,
         dir=str(wandb_dir),
-        log_config=True,
+        log_config=False,  # the trial's config is the run config already; per result it was 13 flat charts
         excludes=["objectives"],
     )
 
@@ -68,8 +114,8 @@ def log_summary(
     mode, wandb_dir = _env(cfg, storage)
     run = wandb.init(
         project=cfg.wandb_project,
-        group=cfg.name,
-        name=f"{cfg.name}-summary",
+        group=search_group(storage),
+        name=f"{search_group(storage)}-summary",
         job_type="summary",
         mode=mode,
         dir=str(wandb_dir),
@@ -84,12 +130,42 @@ def log_summary(
     run_dir = Path(run.dir).parent
     run.finish()
     wandb.teardown()  # finish() can return before the service has written the last records; flush them now
+    print_sync_hint(wandb_dir, mode)
     return run_dir
 
 
 def _artifact_name(*parts: str) -> str:
     """W&B artifact names allow letters, digits, ``-``, ``_`` and ``.``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(p for p in parts if p)).strip("-.") or "ensemble"
+
+
+def comparison_table(metrics: dict):
+    """The ensemble comparison (the main result) as a ``wandb.Table``, the exported row flagged."""
+    import wandb
+
+    chosen = metrics.get("chosen", {})
+    columns = ["strategy", "tta", "exported", "public_acc", "private_acc", "ci95_low", "ci95_high",
+               "private_macro_f1", "ms_per_1000", "members"]  # fmt: skip
+    data = []
+    for r in metrics.get("comparison", []):
+        members = ", ".join(f"{m}×{w:.2f}" for m, w in zip(r["members"], r["weights"], strict=True))
+        exported = (r["strategy"], r["tta"]) == (chosen.get("strategy"), chosen.get("tta"))
+        data.append([r["strategy"], r["tta"], exported, r["public_acc"], r["private_acc"], r["ci95"][0],
+                     r["ci95"][1], r["private_macro_f1"], r["ms_per_1000"], members])  # fmt: skip
+    return wandb.Table(columns=columns, data=data)
+
+
+def inline_images(page: str, folder: Path) -> str:
+    """The report's HTML with its PNGs as data URIs: ``wandb.Html`` stores one file, so relative image
+    links would be broken in the W&B panel."""
+
+    def data_uri(m: re.Match) -> str:
+        png = folder / m.group(2)
+        if not png.is_file():
+            return m.group(0)
+        return f"{m.group(1)}data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}{m.group(3)}"
+
+    return re.sub(r"""(src=['"])([^'"/]+\.png)(['"])""", data_uri, page)
 
 
 def log_export_artifact(
@@ -109,7 +185,8 @@ def log_export_artifact(
     report -- ``report`` (``report.html`` or its folder), else ``<export_dir>/report/``, else a
     ``report.html`` in the export -- goes in a second artifact of type ``report``, and its PNGs are logged as
     images. ``mode`` defaults to ``$WANDB_MODE``, else online when ``WANDB_API_KEY`` is set, else offline
-    (``wandb sync <run dir>`` uploads it later); ``dir`` defaults to ``<export_dir>/../wandb``.
+    (``wandb sync <run dir>`` uploads it later); ``dir`` defaults to ``<export_dir>/../wandb``. The run is in
+    the search's group; it logs the comparison as a ``wandb.Table`` and ``report.html`` as ``wandb.Html``.
     """
     import wandb
 
@@ -160,6 +237,7 @@ def log_export_artifact(
 
     run = wandb.init(
         project=project,
+        group=label,
         name=run_name or f"{label}-export",
         job_type="export",
         mode=mode,
@@ -172,15 +250,21 @@ def log_export_artifact(
         for f in report_files:
             report_art.add_file(str(f), name=f"report/{f.name}")
         run.log_artifact(report_art)
-        images = {f"report/{f.stem}": wandb.Image(str(f)) for f in report_files if f.suffix.lower() == ".png"}
-        if images:
-            run.log(images)
+    logged = {f"report/{f.stem}": wandb.Image(str(f)) for f in report_files if f.suffix.lower() == ".png"}
+    pages = [f for f in report_files if f.suffix.lower() == ".html"]
+    if pages:
+        logged["report_html"] = wandb.Html(inline_images(pages[0].read_text(), report_dir))
+    if manifest.get("metrics", {}).get("comparison"):
+        logged["ensembles"] = comparison_table(manifest["metrics"])
+    if logged:
+        run.log(logged)
     public = manifest.get("metrics", {}).get("PublicTest", {}).get("acc")
     private = manifest.get("metrics", {}).get("PrivateTest", {}).get("acc")
     run.summary.update({"members": len(members), "public_acc": public, "private_acc": private})
     run_dir = Path(run.dir).parent
     run.finish()
     wandb.teardown()  # finish() can return before the service has written the last records; flush them now
+    print_sync_hint(wandb_dir, mode)
     return str(run_dir)
 
 
@@ -230,6 +314,23 @@ def read_offline_run(run_dir: str | Path) -> tuple[list[dict], dict]:
                 {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
             )
     return history, summary
+
+
+def read_offline_meta(run_dir: str | Path) -> dict:
+    """An offline run's group, name, job type and config (every config update folded in)."""
+    meta: dict = {"config": {}}
+    for record in _offline_records(run_dir):
+        which = record.WhichOneof("record_type")
+        if which == "run":
+            r = record.run
+            meta.update(group=r.run_group, name=r.display_name, job_type=r.job_type)
+            items = r.config.update
+        elif which == "config":
+            items = record.config.update
+        else:
+            continue
+        meta["config"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
+    return meta
 
 
 def read_offline_artifacts(run_dir: str | Path) -> list[dict]:

@@ -1,0 +1,167 @@
+"""The budget planner: plans fit their budget, schedules end where trials end, snapshots join selection."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipeline.synth import write_fer2013_csv
+from search.config import ArchSpace, Range, SearchConfig, SearchSpace
+from search.plan import CosineCycles, TrialPlan, cycle_ends, plan_search, progress, rung_fractions
+
+TINY = SearchSpace(archs=(ArchSpace("mini_xception", {"width": (0.5,)}),), lr=Range(1e-3, 3e-3, log=True))
+
+
+def test_cycles_end_on_the_rungs_and_anneal_to_zero():
+    assert cycle_ends(27, 3, 3.0) == (3, 9, 27)
+    assert cycle_ends(10, 2, 2.0) == (5, 10)
+    assert cycle_ends(5, 1, 3.0) == (5,)
+    for epochs, cycles, ratio in ((27, 3, 3.0), (10, 2, 2.0), (7, 3, 2.0)):
+        ends = cycle_ends(epochs, cycles, ratio)
+        fractions = rung_fractions(cycles, ratio)
+        # each rung (a fraction of the plan) is first reached at the epoch where a cycle ends
+        for end, rung in zip(ends, fractions[-len(ends) :], strict=True):
+            assert progress(end, epochs) >= 1000 * rung - 1e-6 > progress(end - 1, epochs)
+    f = CosineCycles([100, 300])
+    assert f(0) == 1.0 and f(99) < 1e-3 and f(100) == 1.0 and f(299) < 1e-3 and f(300) == 0.0
+
+
+def test_a_trial_plans_what_fits_in_its_time():
+    plan = TrialPlan.from_first_epoch(epoch_s=30, remaining_s=300, max_epochs=100, cycles=1, ratio=3)
+    assert plan.epochs == 11 and plan.ends == (11,)
+    assert (
+        TrialPlan.from_first_epoch(epoch_s=30, remaining_s=300, max_epochs=6, cycles=2, ratio=2).epochs == 6
+    )
+    assert TrialPlan.from_first_epoch(epoch_s=30, remaining_s=-5, max_epochs=6, cycles=1, ratio=2).epochs == 2
+
+
+def test_the_search_plan_fills_the_budget_with_rounds_of_long_trials():
+    kw = dict(slots=2, images_per_s=700, train_images=28709, eval_images=3589, reserve_s=60, now=0.0)
+    short = plan_search(budget_s=20 * 60, elapsed_s=30, min_epochs=50, **kw)
+    assert (short.rounds, short.trials, short.cycles) == (1, 2, 1)
+    assert short.search_s == pytest.approx(20 * 60 - 30 - 60)
+    assert short.search_deadline == pytest.approx(short.search_s)
+    long = plan_search(budget_s=120 * 60, elapsed_s=30, min_epochs=50, **kw)
+    assert long.rounds == 3 and long.trials == 6 and long.cycles == 2
+    assert long.est_epochs_per_trial >= 50
+    assert long.trial_budget_s * long.rounds == pytest.approx(long.search_s)
+
+
+def _run(cfg: SearchConfig, csv: Path, out: Path):
+    from search.run import run
+
+    return run(csv, out, cfg, synthetic=True)
+
+
+@pytest.fixture(scope="module")
+def synth_csv(tmp_path_factory):
+    return write_fer2013_csv(tmp_path_factory.mktemp("plan") / "synth.csv.gz", n_rows=900, seed=5)
+
+
+@pytest.mark.slow
+def test_a_planned_run_ends_within_its_budget_with_snapshot_candidates(tmp_path, ray_local, synth_csv):
+    budget = 75.0
+    cfg = SearchConfig(
+        name="planned", space=TINY, run_budget_s=budget, max_epochs=40, cycles=2, reduction_factor=2,
+        min_epochs_per_trial=100, checkpoints_to_keep=1, merge=SearchConfig().merge.__class__(bases=0),
+    )  # fmt: skip
+    start = time.time()
+    result = _run(cfg, synth_csv, tmp_path / "r")
+    wall = time.time() - start
+    assert 0.8 * budget <= wall <= 1.05 * budget, f"run took {wall:.0f} s for a {budget:.0f} s budget"
+    plan = json.loads((tmp_path / "r" / "plan.json").read_text())
+    assert plan["trials"] == 2 and plan["rounds"] == 1
+    # every trial planned its own epochs and ran them to the end of its schedule
+    for t in result.trials:
+        lines = (tmp_path / "r" / "tune" / f"trial_{t.trial_id}" / "result.json").read_text().splitlines()
+        reports = [json.loads(x) for x in lines if x.strip()]
+        assert reports[-1]["epoch"] == reports[-1]["planned_epochs"] >= 2
+        assert reports[-1]["lr_last_step"] < 1e-3 * reports[0]["lr_last_step"]
+    # several annealed checkpoints of one trial enter selection
+    names = [c.name for c in result.exported.candidates]
+    per_trial = {}
+    for n in names:
+        per_trial.setdefault(n.split("@")[0], []).append(n)
+    assert max(len(v) for v in per_trial.values()) >= 2, names
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["candidates"] == len(names)
+
+
+@pytest.mark.slow
+def test_a_trial_stopped_at_a_rung_has_annealed(tmp_path, ray_local, synth_csv):
+    """Two rounds: ASHA compares trials at the end of their first cosine cycle; the ones it stops there
+    end with the learning rate at zero, the survivors restart and anneal again at their last epoch."""
+    from search.plan import SearchPlan
+    from search.service import load_trial_data, prepare_variants
+    from search.tuner import run_search
+
+    out = tmp_path / "s"
+    data = load_trial_data(prepare_variants(synth_csv, out, ("original",)))
+    plan = SearchPlan(
+        budget_s=600, search_s=600, reserve_s=0, slots=1, rounds=3, trials=3, trial_budget_s=600,
+        images_per_s=1.0, est_epoch_s=1.0, est_epochs_per_trial=4, cycles=2,
+        search_deadline=time.time() + 600,
+    )  # fmt: skip
+    cfg = SearchConfig(
+        name="rungs", space=SearchSpace(**{**TINY.__dict__, "lr": (3e-3, 1e-6)}), max_epochs=4,
+        reduction_factor=2, max_concurrent_trials=1, seed=3,
+        points_to_evaluate=({"lr": 3e-3}, {"lr": 1e-6}, {"lr": 1e-6}),
+    )  # fmt: skip
+    trials = run_search(cfg, data, out, plan=plan)
+    stopped = []
+    for t in trials:
+        lines = (out / "tune" / f"trial_{t.trial_id}" / "result.json").read_text().splitlines()
+        reports = [json.loads(x) for x in lines if x.strip()]
+        last = reports[-1]
+        assert last["planned_epochs"] == 4
+        assert last["lr_last_step"] < 0.01 * float(t.hparams["lr"]), last  # annealed where it ended
+        if last["epoch"] < last["planned_epochs"]:
+            assert last["epoch"] == 2  # the first rung: half of the plan
+            stopped.append(t.trial_id)
+    assert stopped, "ASHA should stop a 1e-6 trial at the first rung"
+
+
+def test_exact_resume_gives_bit_identical_weights(tmp_path):
+    """A trial stopped after epoch 2 and resumed from its checkpoint in a fresh TrialCheckpoint restore
+    trains on to the same weights, bit for bit, as the same trial run without a stop."""
+    from search.trainable import Recipe, TrialCheckpoint, TrialState, build_model, train_one_epoch
+
+    torch.set_num_threads(1)
+    rng_data = np.random.default_rng(0)
+    x = rng_data.integers(0, 256, (96, 48, 48), dtype=np.uint8)
+    y = rng_data.integers(0, 7, 96)
+    config = {"arch": "mini_xception", "arch_kwargs": {"width": 0.25}, "lr": 3e-3, "max_epochs": 4,
+              "schedule": "cosine", "optimizer": "adam", "dropout": 0.2, "cycles": 2,
+              "cycle_ratio": 2}  # fmt: skip
+
+    def fresh():
+        torch.manual_seed(0)
+        model = build_model("mini_xception", 7, 0.2, {"width": 0.25})
+        recipe = Recipe.from_config(config, model.parameters(), y, 7, "cpu", 3)
+        return model, recipe, torch.Generator().manual_seed(0), np.random.default_rng(0)
+
+    def epochs(model, recipe, gen, rng, first, last):
+        for _ in range(first, last + 1):
+            train_one_epoch(model, recipe.opt, x, y, batch_size=32, gen=gen, rng=rng, **recipe.epoch_kwargs())
+
+    model, recipe, gen, rng = fresh()
+    epochs(model, recipe, gen, rng, 1, 4)
+    straight = {k: v.clone() for k, v in model.state_dict().items()}
+
+    model, recipe, gen, rng = fresh()
+    epochs(model, recipe, gen, rng, 1, 2)
+    TrialCheckpoint(tmp_path).save(
+        model, config, {"epoch": 2}, TrialState(epoch=2, plan=recipe.plan), recipe=recipe, gen=gen, rng=rng
+    )
+    torch.manual_seed(123)  # the resumed process starts from other RNG states
+    model, recipe, gen, rng = fresh()
+    state = TrialCheckpoint(tmp_path).restore(model, "cpu", recipe=recipe, gen=gen, rng=rng)
+    assert state.epoch == 2
+    epochs(model, recipe, gen, rng, 3, 4)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, straight[k]), k
