@@ -24,7 +24,7 @@ from data_pipeline.config import PreprocessConfig, SourceConfig
 from data_pipeline.dataset import CLASSES, CLASSES8, SPLITS, DataError, Quarantined, Rows, image_array
 from data_pipeline.engine import batches, default_blocks, ensure_ray, slices
 
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"})
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp", ".gif"})
 ALIASES = {
     "angry": "Angry", "anger": "Angry", "an": "Angry",
     "disgust": "Disgust", "disgusted": "Disgust", "di": "Disgust",
@@ -55,18 +55,44 @@ class Entry:
     error: str | None = None
 
 
+def _head(root: Path, name: str, tar: tarfile.TarFile | None) -> bytes:
+    if tar is None:
+        with open(root / name, "rb") as f:
+            return f.read(16)
+    f = tar.extractfile(name if name in tar.getnames() else f"./{name}")
+    return f.read(16) if f else b""
+
+
 def list_files(root: Path) -> tuple[list[str], list[str]]:
-    """Image files (relative, sorted) and the other files that were skipped."""
+    """Image files (relative, sorted) and the other files, which ``read_images`` quarantines as
+    ``skipped``. An image is a file with an image extension, or one whose first bytes are an image's
+    (an extension-less or renamed image); hidden files (``.DS_Store``) are never images."""
+    tar = None
     if root.is_dir():
         names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     elif tarfile.is_tarfile(root):
-        with tarfile.open(root) as tar:
-            names = sorted(m.name.removeprefix("./") for m in tar.getmembers() if m.isfile())
+        tar = tarfile.open(root)
+        names = sorted(m.name.removeprefix("./") for m in tar.getmembers() if m.isfile())
     else:
         raise DataError(f"{root}: not a folder or a .tar of images")
-    images = [n for n in names if Path(n).suffix.lower() in IMAGE_EXTS and not Path(n).name.startswith(".")]
+    try:
+        images = [
+            n
+            for n in names
+            if not Path(n).name.startswith(".")
+            and (Path(n).suffix.lower() in IMAGE_EXTS or pp.image_format(_head(root, n, tar)) is not None)
+        ]
+    finally:
+        if tar is not None:
+            tar.close()
     keep = set(images)
     return images, [n for n in names if n not in keep]
+
+
+def _skip_reason(name: str) -> str:
+    if Path(name).name.startswith("."):
+        return "hidden file, not read"
+    return f"not an image file ({Path(name).suffix or 'no extension'}, and its bytes are no image format)"
 
 
 def _canonical(name: str, contempt: str) -> str | None:
@@ -279,9 +305,12 @@ def read_images(cfg: SourceConfig, pre: PreprocessConfig, seed: int, parallelism
     }
     if cfg.kind in ("ckplus", "jaffe"):
         cols["subject"] = pa.array([entries[i].subject for i in sel], pa.string())
-    info: dict = {"files": len(names)}
+    info: dict = {"files": len(names) + len(skipped)}
     if skipped:
         info["skipped_non_image_files"] = {"count": len(skipped), "first": skipped[:5]}
+        quarantine += [
+            Quarantined(len(entries) + k, "skipped", _skip_reason(n), n) for k, n in enumerate(skipped)
+        ]
     tried = flags != 0
     if tried.any() or any(q.kind == "no_face" for q in quarantine):
         info["roi"] = {
@@ -295,4 +324,5 @@ def read_images(cfg: SourceConfig, pre: PreprocessConfig, seed: int, parallelism
         for i in sel:
             by_split[SPLITS[entries[i].split]].append(entries[i].subject)
         info["subjects"] = {s: sorted(set(v)) for s, v in by_split.items()}
-    return Rows(pa.table(cols), quarantine, len(entries), classes, pre.size, pre.size, info)
+    rows_in = len(entries) + len(skipped)  # every file is a row: skipped ones are quarantined
+    return Rows(pa.table(cols), quarantine, rows_in, classes, pre.size, pre.size, info)

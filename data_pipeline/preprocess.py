@@ -27,6 +27,27 @@ def _cascade(name: str) -> cv2.CascadeClassifier:
     return c
 
 
+def image_format(head: bytes) -> str | None:
+    """The image format a file's first bytes announce (``png``, ``jpeg``, ``gif``, ``bmp``, ``tiff``,
+    ``webp``, ``pnm``), or None: lets an image without its extension be read, and a ``.txt`` be told
+    apart from a damaged image."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM" and len(head) >= 14:
+        return "bmp"
+    if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
+        return "pnm"
+    return None
+
+
 def decode_image(data: bytes | None) -> tuple[np.ndarray | None, str | None]:
     """Encoded image bytes (PNG, JPEG, TIFF, BMP, PGM, ...) → 8-bit grayscale, or the reason it failed."""
     if not data:

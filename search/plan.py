@@ -72,12 +72,13 @@ class TrialPlan:
     @classmethod
     def from_first_epoch(
         cls, *, epoch_s: float, remaining_s: float, max_epochs: int, cycles: int, ratio: float,
-        min_epochs: int = 2,
+        min_epochs: int = 2, done: int = 1,
     ) -> TrialPlan:  # fmt: skip
-        """Epochs that fit: one already done plus as many more of ``epoch_s`` (the measured first epoch,
+        """Epochs that fit: ``done`` already trained plus as many more of ``epoch_s`` (the measured pace,
         evaluation included) as fit in ``remaining_s``, capped by ``max_epochs``."""
-        fit = 1 + int(max(0.0, remaining_s) // max(epoch_s, 1e-6))
-        epochs = max(min_epochs, min(max_epochs, fit))
+        fit = done + int(max(0.0, remaining_s) // max(epoch_s, 1e-6))
+        epochs = max(min_epochs, done + 1 if remaining_s > 0 else done, min(max_epochs, fit))
+        epochs = min(epochs, max(max_epochs, done))
         return cls.fixed(epochs, cycles, ratio)
 
     def is_cycle_end(self, epoch: int) -> bool:

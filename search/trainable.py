@@ -310,8 +310,14 @@ def fixed_plan(config: dict) -> TrialPlan:
     )
 
 
-#: A budgeted trial's first epoch runs at the peak LR (a cycle that never ends), then the plan is fixed.
+#: A budgeted trial's first epoch runs at the peak LR (a cycle that never ends), then the plan is fixed
+#: from its pace, and fixed again after REPLAN_EPOCH from the steady pace (start-up costs excluded).
 PROVISIONAL_END = 10**6
+REPLAN_EPOCH = 3
+#: The late epochs' extra PrivateTest pass for snapshot candidates (a fifth of them), as a share of an epoch.
+EVAL_SHARE = 0.01
+#: Plans aim this far inside the deadline: a trial cut by the budget before its last epoch is not annealed.
+PACE_MARGIN = 0.985
 
 
 def select_device(gpus: float) -> torch.device:
@@ -464,11 +470,11 @@ def _jsonable(value: Any) -> Any:
 
 def candidate_epoch(epoch: int, improved: bool, plan: TrialPlan, budgeted: bool) -> bool:
     """Whether this epoch's predictions are kept as an ensemble candidate: every cycle end (annealed), and
-    each new best -- for a budgeted trial only in the second half of its plan, where the schedule has
+    each new best -- for a budgeted trial only in the last fifth of its plan, where the schedule has
     annealed enough for the model to be a member worth its PrivateTest pass."""
     if plan.is_cycle_end(epoch):
         return True
-    return improved and (not budgeted or 2 * epoch >= plan.epochs)
+    return improved and (not budgeted or 5 * epoch >= 4 * plan.epochs)
 
 
 def keep_score(val_acc: float, epoch: int, plan: TrialPlan, has_predictions: bool) -> float:
@@ -526,6 +532,7 @@ def train_fer(config: dict, data: TrialData) -> None:
         state.deadline = deadline
 
     val_y = torch.from_numpy(np.array(data.val_y))  # the object store's arrays are read-only
+    epoch_ends: list[float] = []
     for epoch in range(state.epoch + 1, max_epochs + 1):
         if state.plan is not None and epoch > state.plan.epochs:
             break
@@ -544,13 +551,18 @@ def train_fer(config: dict, data: TrialData) -> None:
 
         t1 = time.perf_counter()
         val_probs = predict_proba(model, data.val_x)
-        if state.plan is None:  # a budgeted trial's first epoch: plan the rest from its measured length
+        epoch_ends.append(time.time())
+        if budget_s and (state.plan is None or epoch == REPLAN_EPOCH):
+            # plan the rest from the measured pace: after the first epoch (its start-up included), then once
+            # more from the steady epochs 2..REPLAN_EPOCH, while the cosine is still near its peak
+            pace = epoch_ends[-1] - (start if epoch == 1 else epoch_ends[0])
+            steady = pace / max(1, len(epoch_ends) - (0 if epoch == 1 else 1))
             state.plan = TrialPlan.from_first_epoch(
-                epoch_s=time.time() - start, remaining_s=state.deadline - time.time(),
-                max_epochs=max_epochs, cycles=cycles, ratio=ratio,
+                epoch_s=steady * (1 + EVAL_SHARE), remaining_s=PACE_MARGIN * (state.deadline - time.time()),
+                max_epochs=max_epochs, cycles=cycles, ratio=ratio, done=epoch,
             )  # fmt: skip
             recipe.replan(state.plan, epoch)
-            print(f"planned {state.plan.epochs} epochs (cycles end at {list(state.plan.ends)})")
+            print(f"epoch {epoch}: planned {state.plan.epochs} epochs, cycles end at {list(state.plan.ends)}")
         val_t = torch.from_numpy(val_probs)
         val_acc = float(multiclass_accuracy(val_t, val_y, num_classes=k, average="micro"))
         recall = multiclass_recall(val_t, val_y, num_classes=k, average="none")

@@ -58,3 +58,22 @@ def one_thread_seeded():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def untrained_export(root: Path, onnx: bool = True) -> Path:
+    """One seeded, untrained mini_xception exported: the smallest real export to damage or serve."""
+    import numpy as np
+    import torch
+
+    from search.export import Member, export_ensemble
+    from search.trainable import build_model, predict_proba, save_checkpoint
+
+    classes = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
+    torch.manual_seed(0)
+    model = build_model("mini_xception", 7, 0.0)
+    probs = predict_proba(model, np.zeros((2, 48, 48), np.uint8))
+    ckpt = root / "ckpt"
+    ckpt.mkdir()
+    save_checkpoint(ckpt, model, {"arch": "mini_xception"}, {"epoch": 1}, 0.5, 1, (probs, probs, np.eye(7)))
+    members = [Member("t0", "mini_xception", {}, 1.0, ckpt, 0.5)]
+    return export_ensemble(members, root / "export", classes=classes, metrics={}, onnx=onnx)

@@ -9,26 +9,17 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from search.cli import main
-from search.export import ExportError, Member, Predictor, export_ensemble, verify_export
-from search.trainable import build_model, predict_proba, save_checkpoint
+from search.export import ExportError, Predictor, verify_export
+from tests.conftest import untrained_export
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("damaged")
-    torch.manual_seed(0)
-    model = build_model("mini_xception", 7, 0.0)
-    ckpt = root / "ckpt"
-    ckpt.mkdir()
-    probs = predict_proba(model, np.zeros((2, 48, 48), np.uint8))
-    save_checkpoint(ckpt, model, {"arch": "mini_xception"}, {"epoch": 1}, 0.5, 1, (probs, probs, np.eye(7)))
-    return export_ensemble([Member("t0", "mini_xception", {}, 1.0, ckpt, 0.5)], root / "export",
-                           classes=CLASSES, metrics={})  # fmt: skip
+    return untrained_export(tmp_path_factory.mktemp("damaged"))
 
 
 @pytest.fixture()

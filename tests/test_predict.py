@@ -12,14 +12,12 @@ import tarfile
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from data_pipeline import preprocess as pp
 from search.cli import main
-from search.export import Member, Predictor, export_ensemble
-from search.predict import NO_FACE, load_gray, predict_paths, preprocess_config
-from search.trainable import build_model, predict_proba, save_checkpoint
-from tests.conftest import SHARED_DATA
+from search.export import Predictor
+from search.predict import NO_FACE, face_box_crop, load_gray, predict_paths, preprocess_config
+from tests.conftest import SHARED_DATA, untrained_export
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 CKPLUS = SHARED_DATA / "ckplus.tar"
@@ -53,15 +51,7 @@ def assert_boxes_near_pasted(boxes: list[list[int]], shift: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict_export")
-    torch.manual_seed(0)
-    model = build_model("mini_xception", 7, 0.0)
-    probs = predict_proba(model, np.zeros((2, 48, 48), np.uint8))
-    ckpt = root / "ckpt"
-    ckpt.mkdir()
-    save_checkpoint(ckpt, model, {"arch": "mini_xception"}, {"epoch": 1}, 0.5, 1, (probs, probs, np.eye(7)))
-    members = [Member("t0", "mini_xception", {}, 1.0, ckpt, 0.5)]
-    return export_ensemble(members, root / "export", classes=CLASSES, metrics={}, onnx=False)
+    return untrained_export(tmp_path_factory.mktemp("predict_export"), onnx=False)
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +96,17 @@ def test_photo_gives_one_result_per_face_with_its_box(predictor, ck_faces, tmp_p
     assert_boxes_near_pasted([list(r.box) for r in results])
     for r in results:
         assert r.roi is not None and abs(sum(r.probabilities.values()) - 1) < 1e-4
-    # the classified image is the training pipeline's crop of that face
+    # the classified image is the face box with FER2013's margin (this export records no crop: face-box)
     gray = canvas(ck_faces)
-    expected = predictor.predict_proba(
-        np.stack([pp.finish(f.crop, preprocess_config(None)) for f in pp.face_rois(gray)])
-    )
+    cfg = preprocess_config(None)
+    boxes = sorted(pp.detect_faces(gray))
+    expected = predictor.predict_proba(np.stack([pp.finish(face_box_crop(gray, b)[0], cfg) for b in boxes]))
     got = np.array([[r.probabilities[c] for c in CLASSES] for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # asked for, the eyes-to-mouth ROI of the data pipeline
+    roi = list(predict_paths(predictor, [photo], crop="eyes-mouth"))
+    expected = predictor.predict_proba(np.stack([pp.finish(f.crop, cfg) for f in pp.face_rois(gray)]))
+    got = np.array([[r.probabilities[c] for c in CLASSES] for r in roi])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     whole = list(predict_paths(predictor, [photo], roi=False))
     assert len(whole) == 1 and whole[0].box == (0, 0, 320, 240) and whole[0].roi is None
@@ -217,8 +212,10 @@ def test_cli_jsonl_csv_errors_and_exit_codes(export_dir, ck_faces, clip, tmp_pat
     assert code == 1 and "broken.mp4: not a readable video" in err
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
     assert list(rows[0])[:8] == ["input", "frame", "time", "x", "y", "w", "h", "class"]
-    assert_boxes_near_pasted([[int(r[k]) for k in "xywh"] for r in rows])
-    assert len(rows) == 2 and rows[0]["frame"] == "" and rows[0]["class"] in CLASSES
+    assert list(rows[0])[-2:] == ["status", "error"]
+    assert_boxes_near_pasted([[int(r[k]) for k in "xywh"] for r in rows[:2]])
+    assert len(rows) == 3 and rows[0]["frame"] == "" and rows[0]["class"] in CLASSES
+    assert rows[2]["status"] == "error" and "broken.mp4: not a readable video" in rows[2]["error"]
 
     assert main(["predict", str(export_dir), str(noise)]) == 1  # nothing classified
     capsys.readouterr()
