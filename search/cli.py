@@ -60,9 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.time()
     out = Path(args.out) if args.out else _default_out("run")
     csv_path, synthetic = resolve_data(args.data, out.resolve())
-    preset = args.preset or ("demo" if synthetic else "quick")
-    base = demo_config() if preset == "demo" else quick_config()
-    print(f"preset {preset} on {'the embedded synthetic set' if synthetic else csv_path}")
+    base = demo_config() if synthetic else quick_config()
     cfg = _overrides(args, base)
     if args.budget_min:  # on `run` the budget is the whole run's, planned (search/plan.py)
         cfg = cfg.replace(run_budget_s=args.budget_min * 60, time_budget_s=base.time_budget_s)
@@ -142,8 +140,7 @@ def _export(args: argparse.Namespace) -> int:
     cfg = search_config(Path(args.search_dir))
     merge = cfg.merge if args.merge_bases is None else dataclasses.replace(cfg.merge, bases=args.merge_bases)
     bags = cfg.ensemble_bags if args.bags is None else args.bags
-    top_k = cfg.top_k if args.top_k is None else args.top_k
-    result = select_and_export(args.search_dir, top_k, args.out, merge=merge, bags=bags)
+    result = select_and_export(args.search_dir, args.top_k, args.out, merge=merge, bags=bags)
     print(format_rows(result.rows))
     tta = " with flip TTA" if result.chosen.tta else ""
     print(f"exported {result.chosen.name}{tta} ({len(result.chosen.weights)} members) to {result.export_dir}")
@@ -226,29 +223,15 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
         "--address",
         help="connect to a running Ray cluster (auto, ray://host:10001, host:6379) instead of local",
     )
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--verbose", action="store_true", help="also show Ray's own status tables and logs")
-    out.add_argument("--quiet", action="store_true", help="no progress lines (for scripts)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        release = version("fersearch")
-    except PackageNotFoundError:
-        release = "unknown"
     p = argparse.ArgumentParser(prog="fersearch", description="Hyperparameter and ensemble search for FER")
-    p.add_argument("--version", action="version", version=f"fersearch {release}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     r = sub.add_parser("run", help="prepare data, search, select an ensemble, export, report")
     r.add_argument("--data", help="FER2013 Kaggle CSV (.csv or .csv.gz); default: see README")
     r.add_argument("--out", help="output directory (default runs/run-<timestamp>)")
-    r.add_argument(
-        "--preset", choices=["demo", "quick"],
-        help="demo (seconds, synthetic data) or quick (25 min, real data); default: by the data found",
-    )  # fmt: skip
     _budget_flags(r)
     r.set_defaults(func=_run)
 
@@ -264,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="compare ensembles of a finished search and export the best (PublicTest)"
     )
     ex.add_argument("search_dir")
-    ex.add_argument("--top-k", type=int, help="candidates: the k best trials (default: the spec's top_k)")
+    ex.add_argument("--top-k", type=int, default=8, help="candidates: the k best trials")
     ex.add_argument("--out", help="export directory (default <search_dir>/export)")
     ex.add_argument(
         "--merge-bases",
@@ -325,24 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "verbose"):  # run, search
-        from search.progress import set_mode
-
-        set_mode("verbose" if args.verbose else "quiet" if args.quiet else "normal")
     from data_pipeline.fer2013 import DataError
     from search.config import SpecError
     from search.export import ExportError
     from search.predict import InputError
-    from search.tuner import SearchFailed
 
     try:
         return args.func(args)
     except (DataError, ExportError, InputError, SpecError, FileNotFoundError) as e:
         print(f"fersearch: error: {e}", file=sys.stderr)
         return 2
-    except SearchFailed as e:
-        print(f"fersearch: failed: {e}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

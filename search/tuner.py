@@ -25,24 +25,6 @@ KEEP_SCORE = "keep_score"
 PLAN_SLACK_S = 20.0
 
 
-class SearchFailed(Exception):
-    """No trial produced a usable model; the message says why, trial by trial."""
-
-    def __init__(self, message: str, trials: list[TrialRecord] | None = None) -> None:
-        super().__init__(message)
-        self.trials = trials or []
-
-    @classmethod
-    def of(cls, trials: list[TrialRecord], where: Path) -> SearchFailed:
-        counts: dict[str, int] = {}
-        for t in trials:
-            counts[t.status] = counts.get(t.status, 0) + 1
-        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trial ran"
-        first = next((t for t in trials if t.error), None)
-        why = f"; first error: trial {first.trial_id}: {first.error}" if first else ""
-        return cls(f"{where}: no trial produced a usable model ({states}){why}; see trials.csv", trials)
-
-
 @dataclass(frozen=True)
 class TrialRecord:
     """A finished (or stopped) trial and where its best epoch lives."""
@@ -63,9 +45,7 @@ class TrialRecord:
 
     @property
     def usable(self) -> bool:
-        """Whether the trial left a model worth ensembling: a checkpoint with predictions that learned."""
-        learned = self.status != "did not learn"
-        return learned and self.checkpoint is not None and (self.checkpoint / VAL_FILE).is_file()
+        return self.checkpoint is not None and (self.checkpoint / VAL_FILE).is_file()
 
 
 def _suggest(trial, name: str, dom: Domain):
@@ -169,9 +149,8 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
     the slot a pruned one would free)."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
-
-    from search.trial_states import PRUNED_FILE, HonestOptunaSearch, RecordingASHA
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
 
     storage = storage.resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -191,10 +170,8 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
             "search_deadline": plan.search_deadline,
             "cycles": plan.cycles,
         }
-    record = str(storage / PRUNED_FILE)
-    searcher = HonestOptunaSearch(
+    searcher = OptunaSearch(
         DefineSpace(cfg, extra),
-        pruned_record=record,
         metric=metric,
         mode=mode,
         sampler=sampler,
@@ -203,8 +180,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
         points_to_evaluate=[dict(p) for p in cfg.points_to_evaluate] or None,
     )
     if plan is None:
-        scheduler = RecordingASHA(
-            record=record,
+        scheduler = ASHAScheduler(
             time_attr="training_iteration",
             metric=METRIC,
             mode="max",
@@ -214,8 +190,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
         )
     elif plan.rounds > 1:
         first_rung = rung_fractions(plan.cycles, cfg.reduction_factor)[0]
-        scheduler = RecordingASHA(
-            record=record,
+        scheduler = ASHAScheduler(
             time_attr=PROGRESS,
             metric=METRIC,
             mode="max",
@@ -225,12 +200,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
         )
     else:
         scheduler = FIFOScheduler()
-    from search.progress import ProgressLines, mode
-
     callbacks = []
-    if mode() != "quiet":
-        callbacks.append(ProgressLines(plan.trials if plan else cfg.num_samples,
-                                       plan.search_s if plan else cfg.time_budget_s))  # fmt: skip
     if cfg.wandb != "off":
         from search.wandb_logging import wandb_callback
 
@@ -256,7 +226,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
             ),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks,
-            verbose=1 if mode() == "verbose" else 0,
+            verbose=1,
         ),
     )
 
@@ -278,16 +248,7 @@ def run_search(
     local = storage.resolve() / EXPERIMENT
     if cfg.storage_uri:
         fetch_experiment(path, local)
-    import numpy as np
-    import optuna
-
-    from search.trial_states import PRUNED_FILE, close_open_trials, pruned_trials
-
-    close_open_trials(optuna.load_study(study_name=cfg.name, storage=_optuna_storage(cfg, storage)))
-    pruned = pruned_trials(storage.resolve() / PRUNED_FILE)
-    val_y = np.asarray(data.val_y)
-    majority = float(np.bincount(val_y).max() / max(1, len(val_y)))
-    records = [_record(r, grid.experiment_path, local, pruned, majority) for r in grid]
+    records = [_record(r, grid.experiment_path, local) for r in grid]
     return sorted(records, key=lambda r: (-r.val_acc, r.trial_id))
 
 
@@ -309,12 +270,8 @@ def fetch_experiment(uri: str, local: Path) -> None:
     pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
 
 
-def _record(result, experiment_path: str, local: Path, pruned: set[str], majority: float) -> TrialRecord:
-    """One trial's row with its honest state (``pruned``: the trials ASHA stopped; ``majority``: the
-    PublicTest accuracy of always answering the majority class); checkpoint paths point into the local
-    copy of the experiment."""
-    from search.trial_states import did_not_learn, trial_state
-
+def _record(result, experiment_path: str, local: Path) -> TrialRecord:
+    """One trial's row; checkpoint paths point into the local copy of the experiment."""
     cfg = result.config or {}
     metrics = result.metrics or {}
     ckpt = best_kept_checkpoint(result, experiment_path, local)
@@ -330,16 +287,8 @@ def _record(result, experiment_path: str, local: Path, pruned: set[str], majorit
             float(saved["best_val_acc"]),
             saved["config"],
         )
-    trial_id = str(metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_"))
-    status = trial_state(
-        error=result.error is not None,
-        epochs=int(metrics.get("epoch", 0)),
-        finished=bool(metrics.get("done")),
-        pruned=trial_id in pruned,
-        learned=ckpt is None or not did_not_learn(val_acc, majority),
-    )
     return TrialRecord(
-        trial_id=trial_id,
+        trial_id=str(metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")),
         arch=cfg.get("arch", "-"),
         lr=float(cfg.get("lr", float("nan"))),
         dropout=float(cfg.get("dropout", float("nan"))),
@@ -348,7 +297,7 @@ def _record(result, experiment_path: str, local: Path, pruned: set[str], majorit
         epochs=int(metrics.get("epoch", 0)),
         best_epoch=best_epoch,
         checkpoint=ckpt,
-        status=status,
+        status="error" if result.error else ("done" if metrics.get("epoch") else "no result (budget)"),
         error=_first_line(result.error) if result.error else None,
         hparams={k: v for k, v in saved_cfg.items() if k != "arch_kwargs"} or None,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},

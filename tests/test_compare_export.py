@@ -218,27 +218,3 @@ def test_an_ensemble_with_the_merge_net_exports_and_both_backends_agree(search_d
     alone = export_ensemble(members[:1], tmp_path / "alone", classes=[str(i) for i in range(7)], metrics={})
     saved = np.load(tmp_path / "merge" / "PublicTest_probs.npy")
     np.testing.assert_allclose(Predictor.from_dir(alone).predict_proba(val_x), saved, atol=1e-4)
-
-
-def test_a_checkpoint_at_the_majority_rate_never_joins(search_dir, tmp_path):
-    """Within the pruning window but no better than answering the majority class: not a candidate."""
-    import math
-    import shutil
-
-    copy = tmp_path / "search"
-    shutil.copytree(search_dir / "tune", copy / "tune")
-    weak = copy / "tune" / "trial_weak" / "checkpoint_000000"
-    shutil.copytree(copy / "tune" / "trial_t2" / "checkpoint_000000", weak)
-    best = max(c.val_acc for c in find_candidates(copy, top_k=8))
-    trial = json.loads((weak / "trial.json").read_text())
-    trial["best_val_acc"] = trial["metrics"]["val_acc"] = best - 0.09
-    (weak / "trial.json").write_text(json.dumps(trial))
-    assert "weak" in {c.name for c in find_candidates(copy, top_k=8)}
-    n, top = 100_000, round((best - 0.085) * 100_000)  # majority rate best - 0.085
-    rest = n - top
-    k = math.ceil(rest / (top - 1))
-    counts = {"top": top, **{f"c{i}": rest // k + (i < rest % k) for i in range(k)}}
-    (copy / "data").mkdir()
-    (copy / "data" / "manifest.json").write_text(json.dumps({"counts": {"PublicTest": counts}}))
-    names = {c.name for c in find_candidates(copy, top_k=8)}
-    assert "weak" not in names and names, names

@@ -86,10 +86,10 @@ def test_ckplus_bad_files_are_quarantined_and_counted(tmp_path, ray_local):
     (root / "bored").mkdir()
     cv2.imwrite(str(root / "bored" / "S009_001_00000001.png"), synth.draw_face(6, rng))
     (root / "README.txt").write_text("not an image")
-    with pytest.raises(DataError, match=r"CK\+48: 4 of 10 rows are bad .*first: row 0: class folder 'bored'"):
+    with pytest.raises(DataError, match=r"CK\+48: 4 of 11 rows are bad .*first: row 0: class folder 'bored'"):
         prepare(PrepareConfig(SourceConfig("ckplus", root)), tmp_path / "strict")
     m = prepare(PrepareConfig(SourceConfig("ckplus", root), max_bad_fraction=0.5), tmp_path / "out").manifest
-    assert m["rows_in"] == 10 and m["rows_written"] == 6 and m["rows_quarantined"] == 4
+    assert m["rows_in"] == 11 and m["rows_written"] == 6 and m["rows_quarantined"] == 5  # + the skipped file
     q = quarantine(tmp_path / "out" / "original")
     reasons = {origin: why for _, why, origin in q.values()}
     assert reasons["happy/S007_001_00000001.png"] == "empty file"

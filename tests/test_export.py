@@ -115,10 +115,13 @@ def test_predict_cli_on_images_and_csv(exported, tmp_path, capsys):
     assert [r["input"].rsplit("/", 1)[-1] for r in records] == [
         "a.png",
         "b.png",
+        "broken.png",  # its error record: every input is accounted for
         "rows.csv:row 0",
         "rows.csv:row 1",
         "rows.csv:row 2",
     ]
+    assert records[2]["status"] == "error" and records[2]["probabilities"] is None
+    records = records[:2] + records[3:]
     probs = np.array([[r["probabilities"][c] for c in CLASSES] for r in records])
     np.testing.assert_allclose(probs[0], expected[0], atol=1e-4)
     np.testing.assert_allclose(probs[2:], expected[:3], atol=1e-4)
