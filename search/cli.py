@@ -140,7 +140,8 @@ def _export(args: argparse.Namespace) -> int:
     cfg = search_config(Path(args.search_dir))
     merge = cfg.merge if args.merge_bases is None else dataclasses.replace(cfg.merge, bases=args.merge_bases)
     bags = cfg.ensemble_bags if args.bags is None else args.bags
-    result = select_and_export(args.search_dir, args.top_k, args.out, merge=merge, bags=bags)
+    top_k = cfg.top_k if args.top_k is None else args.top_k
+    result = select_and_export(args.search_dir, top_k, args.out, merge=merge, bags=bags)
     print(format_rows(result.rows))
     tta = " with flip TTA" if result.chosen.tta else ""
     print(f"exported {result.chosen.name}{tta} ({len(result.chosen.weights)} members) to {result.export_dir}")
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="compare ensembles of a finished search and export the best (PublicTest)"
     )
     ex.add_argument("search_dir")
-    ex.add_argument("--top-k", type=int, default=8, help="candidates: the k best trials")
+    ex.add_argument("--top-k", type=int, help="candidates: the k best trials (default: the spec's top_k)")
     ex.add_argument("--out", help="export directory (default <search_dir>/export)")
     ex.add_argument(
         "--merge-bases",

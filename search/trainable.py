@@ -370,7 +370,8 @@ class TrialCheckpoint:
             val_probs, test_probs, confusion = extra
             np.save(d / VAL_FILE, val_probs)
             np.save(d / TEST_FILE, test_probs)
-            np.save(d / CONFUSION_FILE, confusion)
+            if confusion is not None:  # a None would be saved as a pickled object array
+                np.save(d / CONFUSION_FILE, confusion)
         hparams = {k: config[k] for k in HPARAMS if k in config}
         trial: dict[str, Any] = {
             "config": {
