@@ -55,11 +55,11 @@ class Entry:
     error: str | None = None
 
 
-def _head(root: Path, name: str, tar: tarfile.TarFile | None) -> bytes:
+def _head(root: Path, name: str, tar: tarfile.TarFile | None, members: dict) -> bytes:
     if tar is None:
         with open(root / name, "rb") as f:
             return f.read(16)
-    f = tar.extractfile(name if name in tar.getnames() else f"./{name}")
+    f = tar.extractfile(members[name])
     return f.read(16) if f else b""
 
 
@@ -67,12 +67,13 @@ def list_files(root: Path) -> tuple[list[str], list[str]]:
     """Image files (relative, sorted) and the other files, which ``read_images`` quarantines as
     ``skipped``. An image is a file with an image extension, or one whose first bytes are an image's
     (an extension-less or renamed image); hidden files (``.DS_Store``) are never images."""
-    tar = None
+    tar, members = None, {}
     if root.is_dir():
         names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     elif tarfile.is_tarfile(root):
         tar = tarfile.open(root)
-        names = sorted(m.name.removeprefix("./") for m in tar.getmembers() if m.isfile())
+        members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+        names = sorted(members)
     else:
         raise DataError(f"{root}: not a folder or a .tar of images")
     try:
@@ -80,7 +81,10 @@ def list_files(root: Path) -> tuple[list[str], list[str]]:
             n
             for n in names
             if not Path(n).name.startswith(".")
-            and (Path(n).suffix.lower() in IMAGE_EXTS or pp.image_format(_head(root, n, tar)) is not None)
+            and (
+                Path(n).suffix.lower() in IMAGE_EXTS
+                or pp.image_format(_head(root, n, tar, members)) is not None
+            )
         ]
     finally:
         if tar is not None:
