@@ -108,7 +108,8 @@ def test_a_trial_stopped_at_a_rung_has_annealed(tmp_path, ray_local, synth_csv):
         search_deadline=time.time() + 600,
     )  # fmt: skip
     cfg = SearchConfig(
-        name="rungs", space=SearchSpace(**{**TINY.__dict__, "lr": (3e-3, 1e-6)}), max_epochs=4,
+        name="rungs", space=SearchSpace(**{**TINY.__dict__, "lr": (3e-3, 1e-6), "schedule": ("cosine",)}),
+        max_epochs=4,
         reduction_factor=2, max_concurrent_trials=1, seed=3,
         points_to_evaluate=({"lr": 3e-3}, {"lr": 1e-6}, {"lr": 1e-6}),
     )  # fmt: skip
