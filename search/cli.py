@@ -53,14 +53,17 @@ def _connect(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from search.config import demo_config, quick_config
+    from search.progress import route_logs
     from search.run import format_summary, resolve_data, run
-
-    _connect(args)
 
     started = time.time()
     out = Path(args.out) if args.out else _default_out("run")
     csv_path, synthetic = resolve_data(args.data, out.resolve())
-    base = demo_config() if synthetic else quick_config()
+    route_logs(out / "logs")
+    _connect(args)
+    preset = args.preset or ("demo" if synthetic else "quick")
+    base = demo_config() if preset == "demo" else quick_config()
+    print(f"preset {preset} on {'the embedded synthetic set' if synthetic else csv_path}")
     cfg = _overrides(args, base)
     if args.budget_min:  # on `run` the budget is the whole run's, planned (search/plan.py)
         cfg = cfg.replace(run_budget_s=args.budget_min * 60, time_budget_s=base.time_budget_s)
@@ -71,10 +74,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from search.config import load_spec
+    from search.progress import route_logs
     from search.service import resume, search
 
-    _connect(args)
     if args.resume:
+        route_logs(Path(args.resume) / "logs")
+        _connect(args)
         result = resume(args.resume)
     else:
         if not args.spec:
@@ -85,6 +90,8 @@ def _search(args: argparse.Namespace) -> int:
         if not data:
             raise SystemExit(f"fersearch search: no data: set `data:` in {args.spec} or pass --data")
         out = Path(args.out or extra.get("out") or _default_out(cfg.name))
+        route_logs(out / "logs")
+        _connect(args)
         result = search(cfg, data, out)
     print(format_trials([_row_strings(r) for r in _rows(result.out_dir)], "val_acc"))
     print(f"search directory: {result.out_dir}")
@@ -224,15 +231,29 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
         "--address",
         help="connect to a running Ray cluster (auto, ray://host:10001, host:6379) instead of local",
     )
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--verbose", action="store_true", help="also show Ray's own status tables and logs")
+    out.add_argument("--quiet", action="store_true", help="no progress lines (for scripts)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("fersearch")
+    except PackageNotFoundError:
+        release = "unknown"
     p = argparse.ArgumentParser(prog="fersearch", description="Hyperparameter and ensemble search for FER")
+    p.add_argument("--version", action="version", version=f"fersearch {release}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     r = sub.add_parser("run", help="prepare data, search, select an ensemble, export, report")
     r.add_argument("--data", help="FER2013 Kaggle CSV (.csv or .csv.gz); default: see README")
     r.add_argument("--out", help="output directory (default runs/run-<timestamp>)")
+    r.add_argument(
+        "--preset", choices=["demo", "quick"],
+        help="demo (seconds, synthetic data) or quick (25 min, real data); default: by the data found",
+    )  # fmt: skip
     _budget_flags(r)
     r.set_defaults(func=_run)
 
@@ -309,16 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "verbose"):  # run, search
+        from search.progress import set_mode
+
+        set_mode("verbose" if args.verbose else "quiet" if args.quiet else "normal")
     from data_pipeline.fer2013 import DataError
     from search.config import SpecError
     from search.export import ExportError
     from search.predict import InputError
+    from search.tuner import SearchFailed
 
     try:
         return args.func(args)
     except (DataError, ExportError, InputError, SpecError, FileNotFoundError) as e:
         print(f"fersearch: error: {e}", file=sys.stderr)
         return 2
+    except SearchFailed as e:
+        print(f"fersearch: failed: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

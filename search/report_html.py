@@ -387,8 +387,8 @@ def state_of(row: dict, max_epochs: int | None) -> str:
     status, epochs = row.get("status", ""), int(_num(row.get("epochs")) or 0)
     if status == "error":
         return f"error: {row.get('error', '')}".strip()
-    if status == "done" and max_epochs and epochs < max_epochs:
-        return f"stopped at epoch {epochs}/{max_epochs}"
+    if status in ("pruned", "cut (budget)") and epochs:
+        return f"{status} at epoch {epochs}" + (f"/{max_epochs}" if max_epochs else "")
     if status == "done":
         return "completed"
     return status or "?"

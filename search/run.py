@@ -17,7 +17,8 @@ from search.merge import MERGE_DIR, train_merge
 from search.report_html import write_report
 from search.service import search, trial_row
 from search.trainable import TRIAL_FILE, VAL_FILE
-from search.tuner import TrialRecord
+from search.trial_states import ChanceLevel
+from search.tuner import SearchFailed, TrialRecord
 
 DATA_ENV = "FERSEARCH_FER2013"
 SYNTH_ROWS = 6000
@@ -78,6 +79,9 @@ def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
     within ``PRUNE_BELOW_BEST`` of the best PublicTest accuracy (Caruana et al. 2006): a barely trained
     model's near-flat outputs can otherwise win greedy steps on a small validation set by nudging ties.
     """
+    manifest = search_dir / "data" / "manifest.json"
+    counts = json.loads(manifest.read_text())["counts"]["PublicTest"] if manifest.is_file() else {}
+    chance = ChanceLevel.of_counts(counts.values())
     per_trial: dict[str, list[tuple[float, int, Path]]] = {}
     for trial_file in (search_dir / "tune").glob(f"trial_*/checkpoint_*/{TRIAL_FILE}"):
         ckpt = trial_file.parent
@@ -86,6 +90,8 @@ def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
         saved = json.loads(trial_file.read_text())
         acc = float(saved["metrics"].get("val_acc", saved["best_val_acc"]))
         epoch = int(saved["metrics"].get("epoch", 0))
+        if not chance.learned(acc, saved["metrics"].get("val_loss")):
+            continue  # never an ensemble member: no better than answering the majority class
         per_trial.setdefault(ckpt.parent.name.removeprefix("trial_"), []).append((acc, epoch, ckpt))
     if not per_trial:
         return []
@@ -154,7 +160,10 @@ def select_and_export(
     root = Path(search_dir).resolve()
     candidates = find_candidates(root, top_k)
     if not candidates:
-        raise RuntimeError(f"{root}: no trial checkpoint with PublicTest predictions; did any trial finish?")
+        raise SearchFailed(
+            f"{root}: no trial checkpoint that learned (PublicTest above the majority-class rate) to export;"
+            " see trials.csv"
+        )
     data_root = root / "data"
     merged = merge_candidate(root, candidates, merge or MergeConfig())
     merge_index = None
@@ -214,8 +223,18 @@ def run(
     deadline = start + cfg.run_budget_s if cfg.run_budget_s else None
 
     print(f"[1/2] search ({cfg.name})")
-    searched = search(cfg, csv_path, out, deadline=deadline)
-    print(f"[2/2] ensembles over the top {cfg.top_k} trials, chosen on PublicTest; export")
+    try:
+        searched = search(cfg, csv_path, out, deadline=deadline)
+    except SearchFailed as e:
+        failed = {"error": str(e), "data": str(csv_path), "synthetic": synthetic,
+                  "trials": [trial_row(t) for t in e.trials]}  # fmt: skip
+        (out / "summary.json").write_text(json.dumps(failed, indent=2) + "\n")
+        raise
+    usable = sum(t.usable for t in searched.trials)
+    print(
+        f"[2/2] ensembles over the top {min(cfg.top_k, usable)} of {len(searched.trials)} trials' checkpoints"
+        " (those that learned), chosen on PublicTest; export"
+    )
     merge = cfg.merge
     if deadline is not None and merge.bases:
         # the planner gives the search every minute the selection does not need; a merge net would
@@ -278,13 +297,20 @@ def merge_summary(root: Path) -> dict | None:
 
 def format_summary(r: RunResult) -> str:
     e = r.exported
-    lines = ["", "Trials (best PublicTest accuracy first):"]
-    lines.append(f"  {'trial':<12} {'arch':<16} {'lr':>9} {'dropout':>8} {'epochs':>6} {'PublicTest':>10}")
+    states: dict[str, int] = {}
+    for t in r.trials:
+        states[t.status] = states.get(t.status, 0) + 1
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda kv: -kv[1]))
+    lines = ["", f"Trials: {len(r.trials)} ({counts}), best PublicTest accuracy first:"]
+    lines.append(
+        f"  {'trial':<12} {'arch':<16} {'lr':>9} {'dropout':>8} {'epochs':>6} {'PublicTest':>10}  state"
+    )
     for t in r.trials:
         acc = f"{t.val_acc:.4f}" if t.val_acc >= 0 else "-"
-        extra = f"  ({t.status}: {t.error})" if t.error else ""
+        extra = f": {t.error}" if t.error else ""
         lines.append(
-            f"  {t.trial_id:<12} {t.arch:<16} {t.lr:>9.2e} {t.dropout:>8.3f} {t.epochs:>6} {acc:>10}{extra}"
+            f"  {t.trial_id:<12} {t.arch:<16} {t.lr:>9.2e} {t.dropout:>8.3f} {t.epochs:>6} {acc:>10}"
+            f"  {t.status}{extra}"
         )
     lines.append("")
     lines.append("Ensembles (each chosen on PublicTest; PrivateTest is the final report):")

@@ -19,7 +19,7 @@ from data_pipeline.fer2013 import CLASSES, PreparedData, load_split, prepare_fer
 from search.config import SearchConfig, config_from_dict
 from search.plan import SearchPlan, plan_search, selection_reserve_s
 from search.trainable import CONFUSION_FILE, TrialData, measure_images_per_s
-from search.tuner import MODES, TrialRecord, run_search, trial_slots
+from search.tuner import MODES, SearchFailed, TrialRecord, run_search, trial_slots
 
 SPEC_FILE = "search.json"
 PLAN_FILE = "plan.json"
@@ -40,12 +40,18 @@ def init_ray(address: str | None = None) -> None:
     running cluster, where local-start options such as the dashboard flag are not allowed."""
     import ray
 
+    from search.progress import mode
+
     if ray.is_initialized():
         return
+    # the trials' own prints reach the terminal only with --verbose (else Ray's session logs keep them)
+    to_driver = mode() == "verbose"
     if address:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=to_driver)
     else:
-        ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING")
+        # Ray configures its own terminal logging only with --verbose; else route_logs' file keeps it
+        ray.init(include_dashboard=False, configure_logging=to_driver, logging_level="WARNING",
+                 log_to_driver=to_driver)  # fmt: skip
 
 
 def prepare_variants(
@@ -122,6 +128,8 @@ def search(
         images["pareto_front"] = out / "pareto.png"
         print(f"Pareto front ({' vs '.join(cfg.objectives)}): {len(front)} trials → {out / 'pareto.csv'}")
     best = next((t for t in trials if t.usable), None)
+    if best is None:
+        raise SearchFailed.of(trials, out)
     if best is not None and (best.checkpoint / CONFUSION_FILE).is_file():
         images["confusion_best_trial"] = plot_confusion(
             np.load(best.checkpoint / CONFUSION_FILE), data.classes, out / "confusion_best_trial.png"
@@ -195,6 +203,7 @@ def trial_row(t: TrialRecord) -> dict:
         "val_acc": t.val_acc,
         "best_epoch": t.best_epoch,
         "epochs": t.epochs,
+        "error": t.error or "",
     }
     for key in ("val_macro_f1", "params", "latency_ms", "train_images_per_s"):
         if t.metrics and key in t.metrics:

@@ -314,8 +314,9 @@ def fixed_plan(config: dict) -> TrialPlan:
 #: from its pace, and fixed again after REPLAN_EPOCH from the steady pace (start-up costs excluded).
 PROVISIONAL_END = 10**6
 REPLAN_EPOCH = 3
-#: The late epochs' extra PrivateTest pass for snapshot candidates (a fifth of them), as a share of an epoch.
-EVAL_SHARE = 0.01
+#: Reported True on a trial's last epoch when it ends by itself (its plan done, or early stopping), so a
+#: trial the scheduler or the budget stopped can be told apart (Tune marks every last result ``done``).
+FINISHED = "finished"
 #: Plans aim this far inside the deadline: a trial cut by the budget before its last epoch is not annealed.
 PACE_MARGIN = 0.985
 
@@ -475,7 +476,7 @@ def candidate_epoch(epoch: int, improved: bool, plan: TrialPlan, budgeted: bool)
     annealed enough for the model to be a member worth its PrivateTest pass."""
     if plan.is_cycle_end(epoch):
         return True
-    return improved and (not budgeted or 5 * epoch >= 4 * plan.epochs)
+    return improved and (not budgeted or plan.late(epoch))
 
 
 def keep_score(val_acc: float, epoch: int, plan: TrialPlan, has_predictions: bool) -> float:
@@ -533,7 +534,9 @@ def train_fer(config: dict, data: TrialData) -> None:
         state.deadline = deadline
 
     val_y = torch.from_numpy(np.array(data.val_y))  # the object store's arrays are read-only
-    epoch_ends: list[float] = []
+    marks: list[tuple[float, float]] = []  # per epoch: wall time at its end, seconds spent scoring
+    scores: dict[str, float] = {}
+    eval_s = 0.0
     for epoch in range(state.epoch + 1, max_epochs + 1):
         if state.plan is not None and epoch > state.plan.epochs:
             break
@@ -550,30 +553,42 @@ def train_fer(config: dict, data: TrialData) -> None:
             ) from None
         train_s = time.perf_counter() - t0
 
+        # a budgeted trial scores PublicTest only where a score is used (TrialPlan.scored): the rest of its
+        # epochs go to training
+        evaluate = not budget_s or state.plan is None or state.plan.scored(epoch) or not scores
         t1 = time.perf_counter()
-        val_probs = predict_proba(model, data.val_x)
-        epoch_ends.append(time.time())
-        if budget_s and (state.plan is None or epoch == REPLAN_EPOCH):
+        if evaluate:
+            val_probs = predict_proba(model, data.val_x)
+            val_t = torch.from_numpy(val_probs)
+            recall = multiclass_recall(val_t, val_y, num_classes=k, average="none")
+            scores = {
+                "val_acc": float(multiclass_accuracy(val_t, val_y, num_classes=k, average="micro")),
+                "val_macro_f1": float(multiclass_f1_score(val_t, val_y, num_classes=k, average="macro")),
+                "val_loss": float(F.nll_loss(torch.log(val_t.clamp_min(1e-8)), val_y)),
+                **{f"val_recall_{c}": float(r) for c, r in zip(data.classes, recall, strict=True)},
+            }
+            eval_s = time.perf_counter() - t1
+        marks.append((time.time(), time.perf_counter() - t1))
+        if budget_s and (state.plan is None or (epoch == REPLAN_EPOCH and len(marks) > 1)):
             # plan the rest from the measured pace: after the first epoch (its start-up included), then once
             # more from the steady epochs 2..REPLAN_EPOCH, while the cosine is still near its peak
-            pace = epoch_ends[-1] - (start if epoch == 1 else epoch_ends[0])
-            steady = pace / max(1, len(epoch_ends) - (0 if epoch == 1 else 1))
-            state.plan = TrialPlan.from_first_epoch(
-                epoch_s=steady * (1 + EVAL_SHARE), remaining_s=PACE_MARGIN * (state.deadline - time.time()),
+            if len(marks) == 1:
+                pace = marks[0][0] - start - marks[0][1]
+            else:
+                pace = (marks[-1][0] - marks[0][0] - sum(e for _, e in marks[1:])) / (len(marks) - 1)
+            state.plan = TrialPlan.from_pace(
+                epoch_s=pace, eval_s=eval_s, remaining_s=PACE_MARGIN * (state.deadline - time.time()),
                 max_epochs=max_epochs, cycles=cycles, ratio=ratio, done=epoch,
             )  # fmt: skip
             recipe.replan(state.plan, epoch)
             print(f"epoch {epoch}: planned {state.plan.epochs} epochs, cycles end at {list(state.plan.ends)}")
-        val_t = torch.from_numpy(val_probs)
-        val_acc = float(multiclass_accuracy(val_t, val_y, num_classes=k, average="micro"))
-        recall = multiclass_recall(val_t, val_y, num_classes=k, average="none")
+        val_acc = scores["val_acc"]
         metrics = {
             "epoch": epoch,
             PROGRESS: progress(epoch, state.plan.epochs),
             "planned_epochs": state.plan.epochs,
-            "val_acc": val_acc,
-            "val_macro_f1": float(multiclass_f1_score(val_t, val_y, num_classes=k, average="macro")),
-            "val_loss": float(F.nll_loss(torch.log(val_t.clamp_min(1e-8)), val_y)),
+            **scores,
+            "evaluated": evaluate,
             "train_loss": train_loss,
             "lr": recipe.opt.param_groups[0]["lr"],
             "lr_last_step": recipe.last_step_lr(),
@@ -581,12 +596,12 @@ def train_fer(config: dict, data: TrialData) -> None:
             "train_images": len(train_x),
             "train_images_per_s": len(train_x) / train_s,
             "train_s": train_s,
-            **{f"val_recall_{c}": float(r) for c, r in zip(data.classes, recall, strict=True)},
         }
         if lat is not None:
             metrics["latency_ms"] = lat
-        recipe.end_epoch(val_acc)
-        improved = val_acc > state.best
+        if evaluate:
+            recipe.end_epoch(val_acc)
+        improved = evaluate and val_acc > state.best
         if improved:
             state.best, state.best_epoch = val_acc, epoch
         state.epoch = epoch
@@ -599,6 +614,9 @@ def train_fer(config: dict, data: TrialData) -> None:
                 extra = (val_probs, predict_proba(model, data.test_x), confusion)
             metrics["eval_s"] = time.perf_counter() - t1
             metrics["keep_score"] = keep_score(val_acc, epoch, state.plan, keep)
+            metrics[FINISHED] = epoch >= min(state.plan.epochs, max_epochs) or recipe.stop_early(
+                epoch, state.best_epoch
+            )
             TrialCheckpoint(Path(d)).save(
                 model, config, metrics, state, extra, recipe=recipe, gen=gen, rng=rng
             )

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from search.config import Domain, Range, SearchConfig
 from search.plan import PROGRESS, PROGRESS_MAX, SearchPlan, rung_fractions
-from search.trainable import TRIAL_FILE, VAL_FILE, TrialData, train_fer
+from search.trainable import FINISHED, TRIAL_FILE, VAL_FILE, TrialData, train_fer
+from search.trial_states import (
+    DID_NOT_LEARN,
+    PRUNED_FILE,
+    ChanceLevel,
+    close_open_trials,
+    pruned_trials,
+    trial_state,
+)
 
 METRIC = "val_acc"
 MODES = {"val_acc": "max", "latency_ms": "min", "params": "min"}
@@ -23,6 +31,24 @@ KEEP_SCORE = "keep_score"
 #: Tune's own cut comes this long after a budget plan's deadline: trials plan to end by the deadline, the
 #: cut only catches one that misjudged its pace.
 PLAN_SLACK_S = 20.0
+
+
+class SearchFailed(Exception):
+    """No trial produced a usable model; the message says why, trial by trial."""
+
+    def __init__(self, message: str, trials: list[TrialRecord] | None = None) -> None:
+        super().__init__(message)
+        self.trials = trials or []
+
+    @classmethod
+    def of(cls, trials: list[TrialRecord], where: Path) -> SearchFailed:
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trial ran"
+        first = next((t for t in trials if t.error), None)
+        why = f"; first error: trial {first.trial_id}: {first.error}" if first else ""
+        return cls(f"{where}: no trial produced a usable model ({states}){why}; see trials.csv", trials)
 
 
 @dataclass(frozen=True)
@@ -45,7 +71,9 @@ class TrialRecord:
 
     @property
     def usable(self) -> bool:
-        return self.checkpoint is not None and (self.checkpoint / VAL_FILE).is_file()
+        """Whether the trial left a model worth ensembling: a checkpoint with predictions that learned."""
+        learned = self.status != DID_NOT_LEARN
+        return learned and self.checkpoint is not None and (self.checkpoint / VAL_FILE).is_file()
 
 
 def _suggest(trial, name: str, dom: Domain):
@@ -149,8 +177,9 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
     the slot a pruned one would free)."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.schedulers import FIFOScheduler
+
+    from search.honest_tune import HonestOptunaSearch, RecordingASHA
 
     storage = storage.resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -170,8 +199,10 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
             "search_deadline": plan.search_deadline,
             "cycles": plan.cycles,
         }
-    searcher = OptunaSearch(
+    record = str(storage / PRUNED_FILE)
+    searcher = HonestOptunaSearch(
         DefineSpace(cfg, extra),
+        pruned_record=record,
         metric=metric,
         mode=mode,
         sampler=sampler,
@@ -180,7 +211,8 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
         points_to_evaluate=[dict(p) for p in cfg.points_to_evaluate] or None,
     )
     if plan is None:
-        scheduler = ASHAScheduler(
+        scheduler = RecordingASHA(
+            record=record,
             time_attr="training_iteration",
             metric=METRIC,
             mode="max",
@@ -190,7 +222,8 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
         )
     elif plan.rounds > 1:
         first_rung = rung_fractions(plan.cycles, cfg.reduction_factor)[0]
-        scheduler = ASHAScheduler(
+        scheduler = RecordingASHA(
+            record=record,
             time_attr=PROGRESS,
             metric=METRIC,
             mode="max",
@@ -200,7 +233,16 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
         )
     else:
         scheduler = FIFOScheduler()
-    callbacks = []
+    from search.progress import ProgressView, mode, silence_tune_reporter
+
+    silence_tune_reporter()
+
+    # the first progress reporter among the callbacks is the one Tune drives: Ray's own stays silent
+    view = ProgressView(
+        plan.trials if plan else cfg.num_samples, plan.search_s if plan else cfg.time_budget_s,
+        pruned_record=record, silent=mode() == "quiet",
+    )  # fmt: skip
+    callbacks: list = [view]
     if cfg.wandb != "off":
         from search.wandb_logging import wandb_callback
 
@@ -226,7 +268,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
             ),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks,
-            verbose=1,
+            verbose=1 if mode() == "verbose" else 0,
         ),
     )
 
@@ -248,7 +290,12 @@ def run_search(
     local = storage.resolve() / EXPERIMENT
     if cfg.storage_uri:
         fetch_experiment(path, local)
-    records = [_record(r, grid.experiment_path, local) for r in grid]
+    import optuna
+
+    close_open_trials(optuna.load_study(study_name=cfg.name, storage=_optuna_storage(cfg, storage)))
+    pruned = pruned_trials(storage.resolve() / PRUNED_FILE)
+    chance = ChanceLevel.of_labels(data.val_y, data.num_classes)
+    records = [_record(r, grid.experiment_path, local, pruned, chance) for r in grid]
     return sorted(records, key=lambda r: (-r.val_acc, r.trial_id))
 
 
@@ -270,8 +317,10 @@ def fetch_experiment(uri: str, local: Path) -> None:
     pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
 
 
-def _record(result, experiment_path: str, local: Path) -> TrialRecord:
-    """One trial's row; checkpoint paths point into the local copy of the experiment."""
+def _record(result, experiment_path: str, local: Path, pruned: set[str], chance: ChanceLevel) -> TrialRecord:
+    """One trial's row with its honest state (``pruned``: the trials ASHA stopped; ``chance``: what a model
+    that learned nothing scores); checkpoint paths point into the local copy of the experiment."""
+
     cfg = result.config or {}
     metrics = result.metrics or {}
     ckpt = best_kept_checkpoint(result, experiment_path, local)
@@ -279,7 +328,7 @@ def _record(result, experiment_path: str, local: Path) -> TrialRecord:
         from cluster.train_in_tune import best_train_checkpoint
 
         ckpt = best_train_checkpoint(Path(metrics["checkpoint_path"]).parent)
-    best_epoch, val_acc, saved_cfg = 0, -1.0, {}
+    best_epoch, val_acc, val_loss, saved_cfg = 0, -1.0, None, {}
     if ckpt is not None and (ckpt / TRIAL_FILE).is_file():
         saved = json.loads((ckpt / TRIAL_FILE).read_text())
         best_epoch, val_acc, saved_cfg = (
@@ -287,8 +336,20 @@ def _record(result, experiment_path: str, local: Path) -> TrialRecord:
             float(saved["best_val_acc"]),
             saved["config"],
         )
+        val_loss = saved["metrics"].get("val_loss")
+    trial_id = str(metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_"))
+    epochs = int(metrics.get("epoch", 0))
+    status = trial_state(
+        error=result.error is not None,
+        epochs=epochs,
+        finished=bool(
+            metrics.get(FINISHED, epochs >= int(metrics.get("planned_epochs") or cfg.get("max_epochs") or 0))
+        ),
+        pruned=trial_id in pruned,
+        learned=ckpt is None or chance.learned(val_acc, val_loss),
+    )
     return TrialRecord(
-        trial_id=str(metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")),
+        trial_id=trial_id,
         arch=cfg.get("arch", "-"),
         lr=float(cfg.get("lr", float("nan"))),
         dropout=float(cfg.get("dropout", float("nan"))),
@@ -297,7 +358,7 @@ def _record(result, experiment_path: str, local: Path) -> TrialRecord:
         epochs=int(metrics.get("epoch", 0)),
         best_epoch=best_epoch,
         checkpoint=ckpt,
-        status="error" if result.error else ("done" if metrics.get("epoch") else "no result (budget)"),
+        status=status,
         error=_first_line(result.error) if result.error else None,
         hparams={k: v for k, v in saved_cfg.items() if k != "arch_kwargs"} or None,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},

@@ -40,6 +40,17 @@ def test_a_trial_plans_what_fits_in_its_time():
     assert TrialPlan.from_first_epoch(epoch_s=30, remaining_s=-5, max_epochs=6, cycles=1, ratio=2).epochs == 2
 
 
+def test_a_budgeted_trial_scores_only_where_a_score_is_read():
+    plan = TrialPlan.fixed(20, 2, 3.0)  # cycles end at 7 and 20; the last fifth is 16..20
+    assert [e for e in range(1, 21) if plan.scored(e)] == [1, 7, 16, 17, 18, 19, 20]
+    # 10 s epochs, 5 s per score: 100 s left after epoch 3 fit 9 more epochs without scoring, fewer with
+    free = TrialPlan.from_pace(epoch_s=10, eval_s=0, remaining_s=100, max_epochs=99, cycles=1, ratio=3, done=3)
+    paid = TrialPlan.from_pace(epoch_s=10, eval_s=5, remaining_s=100, max_epochs=99, cycles=1, ratio=3, done=3)
+    assert free.epochs == 13 and paid.epochs < 13
+    cost = sum(10 + (10 if paid.scored(e) else 0) for e in range(4, paid.epochs + 1))  # late: two passes
+    assert cost <= 100 < cost + 10 + 10 + 10  # and one epoch more would not fit
+
+
 def test_the_search_plan_fills_the_budget_with_rounds_of_long_trials():
     kw = dict(slots=2, images_per_s=700, train_images=28709, eval_images=3589, reserve_s=60, now=0.0)
     short = plan_search(budget_s=20 * 60, elapsed_s=30, min_epochs=50, **kw)
@@ -65,9 +76,9 @@ def synth_csv(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_planned_run_ends_within_its_budget_with_snapshot_candidates(tmp_path, ray_local, synth_csv):
-    budget = 75.0
+    budget = 100.0  # the search window has a 60 s floor: below ~90 s the floor, not the plan, sets the wall
     cfg = SearchConfig(
-        name="planned", space=TINY, run_budget_s=budget, max_epochs=40, cycles=2, reduction_factor=2,
+        name="planned", space=TINY, run_budget_s=budget, max_epochs=400, cycles=2, reduction_factor=2,
         min_epochs_per_trial=100, checkpoints_to_keep=1, merge=SearchConfig().merge.__class__(bases=0),
     )  # fmt: skip
     start = time.time()

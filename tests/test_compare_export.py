@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +139,9 @@ def test_bootstrap_interval_brackets_the_mean():
     assert lo < correct.mean() < hi and hi - lo < 0.06
 
 
-def test_library_is_pruned_to_trials_near_the_best(search_dir, tmp_path):
+def with_weak_trial(search_dir: Path, tmp_path: Path) -> tuple[Path, Path, float, dict]:
+    """A copy of the search with a trial ``weak`` (a copy of t2's checkpoint): the copy, that checkpoint,
+    the best candidate's PublicTest accuracy and the weak checkpoint's trial.json to edit."""
     import shutil
 
     copy = tmp_path / "search"
@@ -146,7 +149,11 @@ def test_library_is_pruned_to_trials_near_the_best(search_dir, tmp_path):
     weak = copy / "tune" / "trial_weak" / "checkpoint_000000"
     shutil.copytree(copy / "tune" / "trial_t2" / "checkpoint_000000", weak)
     best = max(c.val_acc for c in find_candidates(copy, top_k=8))
-    trial = json.loads((weak / "trial.json").read_text())
+    return copy, weak, best, json.loads((weak / "trial.json").read_text())
+
+
+def test_library_is_pruned_to_trials_near_the_best(search_dir, tmp_path):
+    copy, weak, best, trial = with_weak_trial(search_dir, tmp_path)
     trial["best_val_acc"] = best - 0.11
     (weak / "trial.json").write_text(json.dumps(trial))
     assert "weak" not in {c.name for c in find_candidates(copy, top_k=8)}
@@ -218,3 +225,23 @@ def test_an_ensemble_with_the_merge_net_exports_and_both_backends_agree(search_d
     alone = export_ensemble(members[:1], tmp_path / "alone", classes=[str(i) for i in range(7)], metrics={})
     saved = np.load(tmp_path / "merge" / "PublicTest_probs.npy")
     np.testing.assert_allclose(Predictor.from_dir(alone).predict_proba(val_x), saved, atol=1e-4)
+
+
+def test_a_checkpoint_at_chance_level_never_joins(search_dir, tmp_path):
+    """Within the pruning window but no better than a constant answer (the majority class's accuracy, the
+    class prior's log-loss): not a candidate; the same accuracy with a log-loss below the prior's is."""
+    copy, weak, best, trial = with_weak_trial(search_dir, tmp_path)
+    trial["best_val_acc"] = trial["metrics"]["val_acc"] = best - 0.09
+    trial["metrics"]["val_loss"] = 14.7  # diverged
+    (weak / "trial.json").write_text(json.dumps(trial))
+    assert "weak" in {c.name for c in find_candidates(copy, top_k=8)}  # no manifest: chance level unknown
+    (copy / "data").mkdir()
+    majority = 0.5 if best - 0.09 < 0.5 else best - 0.08
+    rest = round(100 * (1 - majority))
+    counts = {"top": 100 - rest, **{f"c{i}": 1 for i in range(rest)}}
+    (copy / "data" / "manifest.json").write_text(json.dumps({"counts": {"PublicTest": counts}}))
+    names = {c.name for c in find_candidates(copy, top_k=8)}
+    assert "weak" not in names and names, names
+    trial["metrics"]["val_loss"] = 0.01  # same accuracy, but it learned more than the class prior
+    (weak / "trial.json").write_text(json.dumps(trial))
+    assert "weak" in {c.name for c in find_candidates(copy, top_k=8)}

@@ -65,7 +65,7 @@ def fake_search(root: Path) -> Path:
         w.writerow(["trial_id", "status", "arch", "lr", "dropout", "optimizer", "max_epochs", "val_acc",
                     "best_epoch", "epochs", "params"])  # fmt: skip
         for tid, arch, lr, d, acc, ep in trials:
-            w.writerow([tid, "done", arch, lr, d, "adam", 3, acc, ep, ep, 100_000])
+            w.writerow([tid, "done" if ep == 3 else "pruned", arch, lr, d, "adam", 3, acc, ep, ep, 100_000])
     study = optuna.create_study(
         study_name="demo", direction="maximize",
         storage=JournalStorage(JournalFileBackend(str(root / "optuna.journal"))),
@@ -133,7 +133,7 @@ def test_report_analyses_and_warns(search_dir):
     text = write_report(search_dir, rows, rows[1], confusion, started=T0).read_text()
     # The exported row is highlighted, the trials table has every trial with state and hyperparameters.
     assert "<tr class='exported'><td class='l'>greedy selection ← exported" in text
-    assert text.count("<tr class='member'>") == 2 and "stopped at epoch 1/3" in text
+    assert text.count("<tr class='member'>") == 2 and "pruned at epoch 1/3" in text
     assert "<th>lr</th>" in text and "<th>dropout</th>" in text and "optimizer adam" in text
     # 0.007 of 600 images is 4 images, inside ±1.96·√(0.7·0.3/600) ≈ ±0.037: noise; 4.3× the latency.
     assert "inside the noise: +0.0070 (+4 of 600 images)" in text
