@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.fer2013 import load_split, prepare_fer2013
+from data_pipeline.fer2013 import load_split
+from data_pipeline.prepare import prepare_fer2013
 from search.compare import bootstrap_ci
 
 RESULTS = Path(__file__).parent / "results" / "budget_race.json"

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 import torch
 
 from data_pipeline.config import PrepareConfig, SourceConfig
-from data_pipeline.fer2013 import load_split, prepare_fer2013
-from data_pipeline.prepare import prepare
+from data_pipeline.fer2013 import load_split
+from data_pipeline.prepare import prepare, prepare_fer2013
 from search.ensemble import accuracy
 from search.finetune import FitConfig, fit, load_checkpoint_model
 from search.trainable import build_model, predict_proba

@@ -72,7 +72,7 @@ def main() -> None:
     cores = os.cpu_count() or 2
     arch, kwargs = "mini_xception", {"width": 0.5}
 
-    from data_pipeline.fer2013 import prepare_fer2013
+    from data_pipeline.prepare import prepare_fer2013
 
     init_ray()
     prepared = prepare_fer2013(args.data, out / "data")

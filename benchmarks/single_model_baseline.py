@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_pipeline.fer2013 import load_split, prepare_fer2013
+from data_pipeline.fer2013 import load_split
+from data_pipeline.prepare import prepare_fer2013
 from search.trainable import build_model, predict_proba, to_tensor
 
 

@@ -1,4 +1,5 @@
-"""``fersearch submit …``; ``search.cli`` mounts it with :func:`register` (like ``data_pipeline.cli``)."""
+"""``fersearch submit …``: :func:`register` is the ``fersearch.commands`` entry point (pyproject.toml) that
+``search.cli`` loads, so the search package never imports this one."""
 
 from __future__ import annotations
 

@@ -292,10 +292,12 @@ def _stdout_sink(text: str) -> None:
 
 def submit_spec(args: argparse.Namespace) -> int:
     """The ``submit`` verb: spec + CLI overrides → validated config → Ray Job → logs → result."""
-    from search.config import load_spec
+    from search.preflight import check_submit_address
+    from search.spec import load_spec
 
     if not args.address:
         raise SubmitError(f"--address is required: {ADDRESS_HELP}")
+    check_submit_address(args.address)
     cfg, extra = load_spec(args.spec)
     if getattr(args, "apply_overrides", None):
         cfg = args.apply_overrides(args, cfg)
@@ -354,21 +356,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_verb(args: argparse.Namespace) -> int:
     """``fersearch submit`` / ``python -m cluster.submit``: errors as one line, exit code 2."""
     from search.config import SpecError
+    from search.preflight import PreflightError
 
     try:
         return submit_spec(args)
-    except (SpecError, SubmitError, FileNotFoundError) as e:
+    except (PreflightError, SpecError, SubmitError, FileNotFoundError) as e:
         print(f"fersearch submit: error: {e}", file=sys.stderr)
         return 2
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """The submit arguments plus the budget/resource overrides ``fersearch search`` has."""
-    from search.cli import _budget_flags, _overrides
+    from search.cli import apply_overrides, budget_flags
 
-    _budget_flags(p)
+    budget_flags(p)
     add_arguments(p)
-    p.set_defaults(func=run_verb, apply_overrides=_overrides)
+    p.set_defaults(func=run_verb, apply_overrides=apply_overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,6 @@ __all__ = [
     "PreparedData",
     "check_header",
     "load_split",
-    "prepare_fer2013",
     "read_fer2013",
     "sha256_file",
 ]
@@ -467,25 +466,3 @@ def read_fer2013(
     good = table.select(["split", "label", "image"]).filter(pa.array(~bad))
     good = good.add_column(0, "row", pa.array(rows[~bad], pa.int64()))
     return Rows(good, quarantine, total, CLASSES, pre.size, pre.size), table["usage"].combine_chunks()
-
-
-def prepare_fer2013(
-    csv_path: str | Path,
-    out_dir: str | Path,
-    *,
-    max_bad_fraction: float = 0.01,
-    parallelism: int | None = None,
-) -> PreparedData:
-    """Ingest a Kaggle-layout FER2013 CSV (plain or ``.gz``) into ``out_dir`` (the *original* variant).
-
-    Writes ``<split>.parquet`` (row, label, image), ``quarantine.csv`` and ``manifest.json``. A directory
-    already prepared from the same source bytes and options is reused as it is. Fails if more than
-    ``max_bad_fraction`` of the rows are bad.
-    """
-    from data_pipeline.config import PrepareConfig, SourceConfig
-    from data_pipeline.prepare import build_original
-
-    cfg = PrepareConfig(
-        SourceConfig("fer2013", Path(csv_path)), max_bad_fraction=max_bad_fraction, parallelism=parallelism
-    )
-    return build_original(cfg, Path(out_dir))

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from data_pipeline import ferplus
-from data_pipeline.config import PrepareConfig, as_dict
+from data_pipeline.config import PrepareConfig, SourceConfig, as_dict
 from data_pipeline.dataset import (
     BAD_KINDS,
     CLASSES8,
@@ -349,3 +349,22 @@ def prepare_one_vs_rest(cfg: PrepareConfig, out_dir: str | Path) -> dict[str, Pr
     base = _ovr_base(cfg, out)
     train = base.prepared.manifest["counts"]["Training"]
     return {c: _one_vs_rest(cfg, base, out, c).prepared for c in base.prepared.classes if train.get(c, 0) > 0}
+
+
+def prepare_fer2013(
+    csv_path: str | Path,
+    out_dir: str | Path,
+    *,
+    max_bad_fraction: float = 0.01,
+    parallelism: int | None = None,
+) -> PreparedData:
+    """Ingest a Kaggle-layout FER2013 CSV (plain or ``.gz``) into ``out_dir`` (the *original* variant).
+
+    Writes ``<split>.parquet`` (row, label, image), ``quarantine.csv`` and ``manifest.json``. A directory
+    already prepared from the same source bytes and options is reused as it is. Fails if more than
+    ``max_bad_fraction`` of the rows are bad.
+    """
+    cfg = PrepareConfig(
+        SourceConfig("fer2013", Path(csv_path)), max_bad_fraction=max_bad_fraction, parallelism=parallelism
+    )
+    return build_original(cfg, Path(out_dir))

@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-CLASSES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
+from data_pipeline.dataset import CLASSES
+
 USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 HEADER = "emotion,pixels,Usage"
 SIDE = 48

@@ -12,18 +12,21 @@ from pathlib import Path
 from data_pipeline.cli import register as register_data_commands
 
 
-def _overrides(args: argparse.Namespace, base):
+def apply_overrides(args: argparse.Namespace, base):
     """Apply the budget/resource flags shared by ``run`` and ``search`` to a base config."""
     import dataclasses
 
-    from search.config import ArchSpace, Resources
+    from search.config import ArchSpace, Resources, SpecError
 
+    if args.budget_min is not None and not args.budget_min > 0:
+        raise SpecError(f"--budget-min: expected minutes > 0, got {args.budget_min:g}")
     changes = {
         "num_samples": args.trials,
         "max_epochs": args.epochs,
         "time_budget_s": args.budget_min * 60 if args.budget_min else None,
         "seed": args.seed,
         "wandb": args.wandb,
+        "wandb_project": args.wandb_project,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.cpus_per_trial is not None or args.gpus_per_trial is not None:
@@ -44,6 +47,13 @@ def _default_out(prefix: str) -> Path:
     )
 
 
+def _check_resources(args: argparse.Namespace, cfg) -> None:
+    from search.preflight import check_resources
+
+    res = apply_overrides(args, cfg).resources
+    check_resources(res.cpu, res.gpu, getattr(args, "address", None))
+
+
 def _connect(args: argparse.Namespace) -> None:
     if getattr(args, "address", None):
         from search.service import init_ray
@@ -52,11 +62,14 @@ def _connect(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search.config import demo_config, quick_config
+    from search.preflight import check_data
+    from search.presets import demo_config, quick_config
     from search.progress import route_logs
     from search.run import format_summary, resolve_data, run
 
     started = time.time()
+    check_data(args.data)
+    _check_resources(args, quick_config())
     out = Path(args.out) if args.out else _default_out("run")
     csv_path, synthetic = resolve_data(args.data, out.resolve())
     route_logs(out / "logs")
@@ -64,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     preset = args.preset or ("demo" if synthetic else "quick")
     base = demo_config() if preset == "demo" else quick_config()
     print(f"preset {preset} on {'the embedded synthetic set' if synthetic else csv_path}")
-    cfg = _overrides(args, base)
+    cfg = apply_overrides(args, base)
     if args.budget_min:  # on `run` the budget is the whole run's, planned (search/plan.py)
         cfg = cfg.replace(run_budget_s=args.budget_min * 60, time_budget_s=base.time_budget_s)
     result = run(csv_path, out, cfg, synthetic=synthetic, started=started)
@@ -73,9 +86,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from search.config import load_spec
+    from search.preflight import check_data
     from search.progress import route_logs
     from search.service import resume, search
+    from search.spec import load_spec
 
     if args.resume:
         route_logs(Path(args.resume) / "logs")
@@ -85,10 +99,12 @@ def _search(args: argparse.Namespace) -> int:
         if not args.spec:
             raise SystemExit("fersearch search: give a spec.yaml or --resume DIR")
         cfg, extra = load_spec(args.spec)
-        cfg = _overrides(args, cfg)
+        cfg = apply_overrides(args, cfg)
         data = args.data or extra.get("data")
         if not data:
             raise SystemExit(f"fersearch search: no data: set `data:` in {args.spec} or pass --data")
+        check_data(data, "--data" if args.data else f"{args.spec}: data:")
+        _check_resources(args, cfg)
         out = Path(args.out or extra.get("out") or _default_out(cfg.name))
         route_logs(out / "logs")
         _connect(args)
@@ -141,9 +157,11 @@ def _export(args: argparse.Namespace) -> int:
     import dataclasses
 
     from search.compare import format_rows
+    from search.preflight import check_search_dir
     from search.run import select_and_export
     from search.service import search_config
 
+    check_search_dir(args.search_dir)
     cfg = search_config(Path(args.search_dir))
     merge = cfg.merge if args.merge_bases is None else dataclasses.replace(cfg.merge, bases=args.merge_bases)
     bags = cfg.ensemble_bags if args.bags is None else args.bags
@@ -152,15 +170,22 @@ def _export(args: argparse.Namespace) -> int:
     print(format_rows(result.rows))
     tta = " with flip TTA" if result.chosen.tta else ""
     print(f"exported {result.chosen.name}{tta} ({len(result.chosen.weights)} members) to {result.export_dir}")
-    if args.wandb_project:
+    mode = args.wandb or ("auto" if args.wandb_project else "off")
+    if mode != "off":
         from search.wandb_logging import log_export_artifact
 
-        run_dir = log_export_artifact(result.export_dir, project=args.wandb_project, report=result.report)
-        print(f"logged the export to W&B project {args.wandb_project} (run {run_dir})")
+        project = args.wandb_project or cfg.wandb_project
+        run_dir = log_export_artifact(
+            result.export_dir, project=project, report=result.report, mode=None if mode == "auto" else mode
+        )
+        print(f"logged the export to W&B project {project} (run {run_dir})")
     return 0
 
 
 def _trials(args: argparse.Namespace) -> int:
+    from search.preflight import check_search_dir
+
+    check_search_dir(args.dir)
     print(format_trials(_rows(Path(args.dir)), args.sort))
     return 0
 
@@ -213,20 +238,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _budget_flags(p: argparse.ArgumentParser) -> None:
+def _wandb_flags(p: argparse.ArgumentParser) -> None:
+    """One spelling on every verb that can log to W&B."""
+    p.add_argument(
+        "--wandb", choices=["off", "offline", "online"],
+        help="W&B logging (default: off; offline needs no account, `wandb sync` uploads later)",
+    )  # fmt: skip
+    p.add_argument("--wandb-project", metavar="NAME", help="W&B project (default: the spec's, fersearch)")
+
+
+def budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget-min",
         type=float,
         help="wall-time budget in minutes: on `run` the whole run (data, search, ensemble, export), planned "
         "from this machine's measured throughput; on `search` the search's own",
     )
-    p.add_argument("--trials", type=int, help="number of trials")
-    p.add_argument("--epochs", type=int, help="max epochs per trial")
+    p.add_argument("--trials", type=int, help="number of trials (default: the preset's or spec's)")
+    p.add_argument("--epochs", type=int, help="max epochs per trial (default: the preset's or spec's)")
     p.add_argument("--archs", help="comma-separated architectures to search (see models.list_models())")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--cpus-per-trial", type=float)
-    p.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.25")
-    p.add_argument("--wandb", choices=["off", "offline", "online"], help="W&B logging (default off)")
+    p.add_argument("--seed", type=int, help="search seed (default: the preset's or spec's, 0)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the preset's or spec's, 1)")
+    p.add_argument(
+        "--gpus-per-trial", type=float,
+        help="GPUs per trial, fractions allowed, e.g. 0.25 (default: the preset's or spec's, 0)",
+    )  # fmt: skip
+    _wandb_flags(p)
     p.add_argument(
         "--address",
         help="connect to a running Ray cluster (auto, ray://host:10001, host:6379) instead of local",
@@ -236,38 +273,82 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress lines (for scripts)")
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default when it has one (argparse's own formatter also prints "default: None")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or "default" in text or default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+
+EXAMPLES = {
+    "run": """examples:
+  fersearch run                                   # embedded synthetic set (or ./data/fer2013.csv), seconds
+  fersearch run --data fer2013.csv.gz             # quick preset: the whole run in 25 minutes
+  fersearch run --data fer2013.csv.gz --budget-min 60 --wandb offline""",
+    "search": """examples:
+  fersearch search search/specs/example.yaml --data fer2013.csv.gz --out runs/s1
+  fersearch search --resume runs/s1               # finish an interrupted search exactly""",
+    "export": """examples:
+  fersearch export runs/s1                        # compare ensembles on PublicTest, export the best
+  fersearch export runs/s1 --merge-bases 0 --bags 5 --wandb offline""",
+    "trials": """examples:
+  fersearch trials runs/s1 --sort epochs""",
+    "predict": """examples:
+  fersearch predict runs/s1/export photo.jpg faces/ clip.mp4 --out results.csv --format csv""",
+}
+
+
+#: Entry-point group of the verbs other installed packages add (``register(subparsers)`` functions).
+COMMANDS_GROUP = "fersearch.commands"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError, entry_points, version
 
     try:
         release = version("fersearch")
     except PackageNotFoundError:
         release = "unknown"
-    p = argparse.ArgumentParser(prog="fersearch", description="Hyperparameter and ensemble search for FER")
+    p = _Parser(prog="fersearch", description="Hyperparameter and ensemble search for FER")
     p.add_argument("--version", action="version", version=f"fersearch {release}")
-    sub = p.add_subparsers(dest="verb", required=True)
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="prepare data, search, select an ensemble, export, report")
+    r = sub.add_parser(
+        "run", help="prepare data, search, select an ensemble, export, report", epilog=EXAMPLES["run"]
+    )
     r.add_argument("--data", help="FER2013 Kaggle CSV (.csv or .csv.gz); default: see README")
     r.add_argument("--out", help="output directory (default runs/run-<timestamp>)")
     r.add_argument(
         "--preset", choices=["demo", "quick"],
         help="demo (seconds, synthetic data) or quick (25 min, real data); default: by the data found",
     )  # fmt: skip
-    _budget_flags(r)
+    budget_flags(r)
     r.set_defaults(func=_run)
 
-    se = sub.add_parser("search", help="run a search from a YAML spec, or resume one")
+    se = sub.add_parser(
+        "search", help="run a search from a YAML spec, or resume one", epilog=EXAMPLES["search"]
+    )
     se.add_argument("spec", nargs="?", help="search spec (YAML); see search/specs/")
     se.add_argument("--resume", metavar="DIR", help="finish an interrupted search in DIR")
     se.add_argument("--data", help="override the spec's data")
     se.add_argument("--out", help="search directory (default runs/<name>-<timestamp>)")
-    _budget_flags(se)
+    budget_flags(se)
     se.set_defaults(func=_search)
 
     ex = sub.add_parser(
-        "export", help="compare ensembles of a finished search and export the best (PublicTest)"
-    )
+        "export", help="compare ensembles of a finished search and export the best (PublicTest)",
+        epilog=EXAMPLES["export"],
+    )  # fmt: skip
     ex.add_argument("search_dir")
     ex.add_argument("--top-k", type=int, help="candidates: the k best trials (default: the spec's top_k)")
     ex.add_argument("--out", help="export directory (default <search_dir>/export)")
@@ -278,27 +359,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="bases of the merge net (0: none; default: the search spec's merge.bases)",
     )
     ex.add_argument("--bags", type=int, metavar="N", help="bagged greedy selection with N bags (0: plain)")
-    ex.add_argument("--wandb-project", metavar="NAME", help="also log the export to W&B as a model artifact")
+    _wandb_flags(ex)  # the export as a model artifact, the comparison as a table, the report as HTML
     ex.set_defaults(func=_export)
 
-    tr = sub.add_parser("trials", help="table of a search directory's trials")
+    tr = sub.add_parser("trials", help="table of a search directory's trials", epilog=EXAMPLES["trials"])
     tr.add_argument("dir")
     tr.add_argument("--sort", default="val_acc", help="column to sort by (numbers: descending)")
     tr.set_defaults(func=_trials)
 
     register_data_commands(sub)
-    from cluster.cli import register as register_cluster_commands
-
-    register_cluster_commands(sub)
+    # verbs of the packages above this one (``fersearch submit`` from cluster/) plug in by entry point, so
+    # the search never imports them
+    for plugin in entry_points(group=COMMANDS_GROUP):
+        plugin.load()(sub)
 
     pd = sub.add_parser(
         "predict",
         help="classify the faces in images, folders, Kaggle CSVs or videos with an exported ensemble",
+        epilog=EXAMPLES["predict"],
     )
     pd.add_argument("export_dir")
     pd.add_argument("inputs", nargs="+", help="image files, folders (recursive), .csv/.csv.gz, videos")
     pd.add_argument("--out", help="write here instead of stdout")
-    pd.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    pd.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="one record per input/frame")
     pd.add_argument(
         "--every",
         type=_positive_int,
@@ -338,11 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     from search.config import SpecError
     from search.export import ExportError
     from search.predict import InputError
+    from search.preflight import PreflightError
     from search.tuner import SearchFailed
 
     try:
         return args.func(args)
-    except (DataError, ExportError, InputError, SpecError, FileNotFoundError) as e:
+    except (DataError, ExportError, InputError, PreflightError, SpecError, FileNotFoundError) as e:
         print(f"fersearch: error: {e}", file=sys.stderr)
         return 2
     except SearchFailed as e:

@@ -17,7 +17,6 @@ import pkgutil
 import sys
 import typing
 from dataclasses import asdict, field, fields
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -497,56 +496,6 @@ class SearchConfig(_KnownKeys):
         return dataclasses.replace(self, **changes)
 
 
-def demo_config() -> SearchConfig:
-    """The embedded default: a few minutes on two cores, on the synthetic set."""
-    return SearchConfig(
-        name="demo",
-        space=SearchSpace(archs=(ArchSpace("mini_xception"), ArchSpace("vgg_fer11"))),
-        num_samples=6,
-        time_budget_s=300,
-        max_epochs=6,
-        grace_period=2,
-        top_k=6,
-        merge=MergeConfig(phase1_epochs=2, phase2_epochs=1),
-    )
-
-
-#: Where the quick preset's search starts (Auto-PyTorch's portfolio warm start): the recipe a careful user
-#: writes by hand for mini-Xception (Adam 2e-3, cosine to zero, flip + shift) and a more regularised twin
-#: (label smoothing, lighter geometry), so the first round is two good, different ensemble members.
-QUICK_PORTFOLIO: tuple[dict, ...] = (
-    {"lr": 2e-3, "augment": 1.0, "label_smoothing": 0.0},
-    {"lr": 2e-3, "augment": 0.6, "label_smoothing": 0.1},
-)
-
-
-def quick_config() -> SearchConfig:
-    """Real FER2013 on a laptop: the whole run in 25 minutes, planned from this machine's throughput."""
-    return SearchConfig(
-        name="quick",
-        space=SearchSpace(
-            archs=(ArchSpace("mini_xception"),),
-            lr=Range(1e-3, 4e-3, log=True),
-            dropout=(0.0,),
-            schedule=("cosine",),
-            augment=Range(0.5, 1.2),
-            label_smoothing=(0.0, 0.1),
-        ),
-        points_to_evaluate=QUICK_PORTFOLIO,
-        run_budget_s=25 * 60,
-        num_samples=2,
-        time_budget_s=20 * 60,
-        max_epochs=300,
-        min_epochs_per_trial=50,
-        top_k=8,
-        precision="bf16",
-        merge=MergeConfig(bases=0),
-    )
-
-
-PRESETS = {"demo": demo_config, "quick": quick_config}
-
-
 # ---- errors: one line naming each bad key ----------------------------------------------------------------
 
 _EXPECTED = {
@@ -567,14 +516,15 @@ _EXPECTED = {
 }
 
 
-def _got(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut at 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def error_message(err: dict) -> str:
     """One pydantic error as ``expected …, got …`` (the path is added by :func:`format_errors`)."""
-    kind, ctx, got = err["type"], err.get("ctx") or {}, f", got {_got(err.get('input'))}"
+    kind, ctx, got = err["type"], err.get("ctx") or {}, f", got {shown(err.get('input'))}"
     if kind == "spec":
         return ctx["msg"]
     if kind in _EXPECTED:
@@ -645,52 +595,3 @@ def format_errors(e: ValidationError, prefix: str = "", root: Any = None) -> str
         if line not in out:
             out.append(line)
     return "; ".join(out)
-
-
-# ---- YAML / dict → typed config --------------------------------------------------------------------------
-
-
-def config_from_dict(data: dict, *, base: SearchConfig | None = None) -> SearchConfig:
-    """Validate a plain mapping into a SearchConfig; ``preset: quick`` starts from a preset, whose top-level
-    keys the mapping's replace (a ``space:`` block is a whole space). The merged config is validated once,
-    so cross-field rules see the values that will run."""
-    if not isinstance(data, dict):
-        raise SpecError(f"spec: expected a mapping, got {_got(data)}")
-    bad = [k for k in data if not isinstance(k, str)]
-    if bad:
-        raise SpecError(f"spec: keys must be strings, got {_got(bad[0])}")
-    data = dict(data)
-    preset = data.pop("preset", None)
-    allowed = [*PRESETS, "papers", "full"]
-    if preset is not None and (not isinstance(preset, str) or preset not in allowed):
-        raise SpecError(f"preset: unknown {preset!r}; allowed: {', '.join(allowed)}")
-    if preset in ("papers", "full"):
-        from search.presets import PAPER_PRESETS
-
-        base = PAPER_PRESETS[preset]()
-    elif preset is not None:
-        base = PRESETS[preset]()
-    if base is None:
-        return SearchConfig(**data)
-    return SearchConfig(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **data})
-
-
-def load_spec(path: str | Path) -> tuple[SearchConfig, dict]:
-    """Read a YAML spec → (SearchConfig, extra top-level keys like ``data``)."""
-    import yaml
-
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SpecError(f"{p}: cannot read YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{p}: expected a mapping at the top level")
-    extra = {k: raw.pop(k) for k in ("data", "out") if k in raw}
-    try:
-        for key, value in extra.items():
-            if not isinstance(value, str) or not value:
-                raise SpecError(f"{key}: expected a path, got {_got(value)}")
-        return config_from_dict(raw), extra
-    except SpecError as e:
-        raise SpecError(f"{p}: {e}") from None

@@ -1,8 +1,10 @@
-"""Presets whose first trials are the papers' own recipes (``points_to_evaluate``), then TPE explores."""
+"""Every preset a spec can start from (``preset: demo|quick|papers|full``): the embedded default, the
+budget-planned quick run, and presets whose first trials are the papers' own recipes (``points_to_evaluate``),
+then TPE explores."""
 
 from __future__ import annotations
 
-from search.config import ArchSpace, Range, SearchConfig, SearchSpace
+from search.config import ArchSpace, MergeConfig, Range, SearchConfig, SearchSpace
 
 # (paper, arch, optimizer, lr, batch size, class-weighted loss, schedule, dropout)
 PAPER_RECIPES: tuple[tuple[str, str, str, float, int, bool, str, float], ...] = (
@@ -75,4 +77,52 @@ def full_config() -> SearchConfig:
     )
 
 
-PAPER_PRESETS = {"papers": papers_config, "full": full_config}
+def demo_config() -> SearchConfig:
+    """The embedded default: a few minutes on two cores, on the synthetic set."""
+    return SearchConfig(
+        name="demo",
+        space=SearchSpace(archs=(ArchSpace("mini_xception"), ArchSpace("vgg_fer11"))),
+        num_samples=6,
+        time_budget_s=300,
+        max_epochs=6,
+        grace_period=2,
+        top_k=6,
+        merge=MergeConfig(phase1_epochs=2, phase2_epochs=1),
+    )
+
+
+#: Where the quick preset's search starts (Auto-PyTorch's portfolio warm start): the recipe a careful user
+#: writes by hand for mini-Xception (Adam 2e-3, cosine to zero, flip + shift) and a more regularised twin
+#: (label smoothing, lighter geometry), so the first round is two good, different ensemble members.
+QUICK_PORTFOLIO: tuple[dict, ...] = (
+    {"lr": 2e-3, "augment": 1.0, "label_smoothing": 0.0},
+    {"lr": 2e-3, "augment": 0.6, "label_smoothing": 0.1},
+)
+
+
+def quick_config() -> SearchConfig:
+    """Real FER2013 on a laptop: the whole run in 25 minutes, planned from this machine's throughput."""
+    return SearchConfig(
+        name="quick",
+        space=SearchSpace(
+            archs=(ArchSpace("mini_xception"),),
+            lr=Range(1e-3, 4e-3, log=True),
+            dropout=(0.0,),
+            schedule=("cosine",),
+            augment=Range(0.5, 1.2),
+            label_smoothing=(0.0, 0.1),
+        ),
+        points_to_evaluate=QUICK_PORTFOLIO,
+        run_budget_s=25 * 60,
+        num_samples=2,
+        time_budget_s=20 * 60,
+        max_epochs=300,
+        min_epochs_per_trial=50,
+        top_k=8,
+        precision="bf16",
+        merge=MergeConfig(bases=0),
+    )
+
+
+#: Every preset by its spec name.
+PRESETS = {"demo": demo_config, "quick": quick_config, "papers": papers_config, "full": full_config}

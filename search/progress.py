@@ -93,6 +93,7 @@ class ProgressView(Callback):
         self.best: tuple[float, str, str] | None = None
         self.order: dict[str, int] = {}
         self.running: dict[str, tuple[int, float | None]] = {}
+        self.scored: dict[str, tuple[float, int]] = {}  # per trial: last PublicTest score and its epoch
         self.ended: dict[str, int] = {}
         self.last_status = time.time()
 
@@ -117,10 +118,15 @@ class ProgressView(Callback):
     def status(self) -> str:
         ended = ", ".join(f"{n} {s}" for s, n in sorted(self.ended.items())) or "none ended"
         best = f"; best PublicTest {self.best[0]:.4f} ({self.best[1]}, {self.best[2]})" if self.best else ""
-        now = "; ".join(
-            f"{t} epoch {e}" + (f" {a:.3f}" if a is not None else "") for t, (e, a) in self.running.items()
-        )
+        now = "; ".join(f"{t} epoch {e}{self._last_score(t, e)}" for t, (e, _) in self.running.items())
         return f"{len(self.running)} running, {ended} of {self.total}{best}" + (f" | {now}" if now else "")
+
+    def _last_score(self, trial_id: str, epoch: int) -> str:
+        """A budgeted trial scores PublicTest only at some epochs: its last score, and where it was taken."""
+        if trial_id not in self.scored:
+            return ""
+        acc, at = self.scored[trial_id]
+        return f" {acc:.3f}" if at == epoch else f" ({acc:.3f} at epoch {at})"
 
     def on_step_end(self, iteration, trials, **info) -> None:
         every = 1.0 if self.live else PLAIN_EVERY_S
@@ -138,8 +144,11 @@ class ProgressView(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         acc = result.get("val_acc")
-        acc = float(acc) if isinstance(acc, int | float) else None
-        self.running[trial.trial_id] = (int(result.get("epoch", 0)), acc)
+        acc = float(acc) if isinstance(acc, int | float) and result.get("evaluated", True) else None
+        epoch = int(result.get("epoch", 0))
+        if acc is not None:
+            self.scored[trial.trial_id] = (acc, epoch)
+        self.running[trial.trial_id] = (epoch, None)
         if acc is not None and (self.best is None or acc > self.best[0]):
             self.best = (acc, trial.trial_id, str((trial.config or {}).get("arch", "?")))
 

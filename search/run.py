@@ -11,9 +11,10 @@ from pathlib import Path
 
 from data_pipeline.fer2013 import CLASSES
 from search.compare import GREEDY, GREEDY_MERGE, Candidate, Row, Strategy, compare, format_rows
-from search.config import MergeConfig, SearchConfig, demo_config, quick_config
+from search.config import MergeConfig, SearchConfig
 from search.export import Member, export_ensemble
 from search.merge import MERGE_DIR, train_merge
+from search.presets import demo_config, quick_config
 from search.report_html import write_report
 from search.service import search, trial_row
 from search.trainable import TRIAL_FILE, VAL_FILE

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.fer2013 import CLASSES, PreparedData, load_split, prepare_fer2013
-from search.config import SearchConfig, config_from_dict
+from data_pipeline.fer2013 import CLASSES, PreparedData, load_split
+from data_pipeline.prepare import prepare_fer2013
+from search.config import SearchConfig
 from search.plan import SearchPlan, plan_search, selection_reserve_s
+from search.spec import config_from_dict
 from search.trainable import CONFUSION_FILE, TrialData, measure_images_per_s
 from search.tuner import MODES, SearchFailed, TrialRecord, run_search, trial_slots
 

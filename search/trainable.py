@@ -12,7 +12,7 @@ import json
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from data_pipeline.dataset import CLASSES
+from data_pipeline.dataset import class_weights as dataset_class_weights
 from models import create_model
 from search.plan import PROGRESS, CosineCycles, TrialPlan, progress
 
@@ -56,9 +58,7 @@ class TrialData:
     val_x: np.ndarray
     val_y: np.ndarray
     test_x: np.ndarray
-    classes: tuple[str, ...] = field(
-        default=("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
-    )
+    classes: tuple[str, ...] = CLASSES
 
     @property
     def num_classes(self) -> int:
@@ -215,9 +215,10 @@ def make_scheduler(
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights, mean 1 (paper 002's class-weighted cross-entropy)."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    """The manifest's inverse-frequency weights (paper 002's class-weighted cross-entropy,
+    :func:`data_pipeline.dataset.class_weights`), scaled to mean 1 so the loss keeps its LR scale."""
+    counts = np.bincount(labels, minlength=num_classes)
+    w = np.array(list(dataset_class_weights({i: int(n) for i, n in enumerate(counts)}).values()))
     return torch.tensor(w / w[w > 0].mean(), dtype=torch.float32)
 
 

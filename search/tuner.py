@@ -13,7 +13,7 @@ from pathlib import Path
 
 from search.config import Domain, Range, SearchConfig
 from search.plan import PROGRESS, PROGRESS_MAX, SearchPlan, rung_fractions
-from search.trainable import FINISHED, TRIAL_FILE, VAL_FILE, TrialData, train_fer
+from search.trainable import FINISHED, HPARAMS, TRIAL_FILE, VAL_FILE, TrialData, train_fer
 from search.trial_states import (
     DID_NOT_LEARN,
     PRUNED_FILE,
@@ -117,8 +117,7 @@ class DefineSpace:
             value = _suggest(trial, f"{arch}.{key}", dom)
             if not isinstance(dom, Range) and len(dom) == 1:
                 constants[f"{arch}.{key}"] = value
-        for name in ("lr", "dropout", "optimizer", "batch_size", "weight_decay", "label_smoothing",
-                     "class_weighted", "variant", "augment", "schedule"):  # fmt: skip
+        for name in (n for n in HPARAMS if n != "arch"):  # the arch is suggested first, above
             dom = getattr(s, name)
             value = _suggest(trial, name, dom)
             if not isinstance(dom, Range) and len(dom) == 1:
@@ -136,7 +135,7 @@ def _trainable(cfg: SearchConfig, data: TrialData, storage: Path):
     from ray import tune
 
     if cfg.workers_per_trial > 1:
-        from cluster.train_in_tune import ddp_trainable
+        from search.trial_ddp import ddp_trainable
 
         return ddp_trainable(data, storage, max_failures=cfg.max_failures)
     return tune.with_resources(
@@ -325,7 +324,7 @@ def _record(result, experiment_path: str, local: Path, pruned: set[str], chance:
     metrics = result.metrics or {}
     ckpt = best_kept_checkpoint(result, experiment_path, local)
     if ckpt is None and metrics.get("checkpoint_path"):
-        from cluster.train_in_tune import best_train_checkpoint
+        from search.trial_ddp import best_train_checkpoint
 
         ckpt = best_train_checkpoint(Path(metrics["checkpoint_path"]).parent)
     best_epoch, val_acc, val_loss, saved_cfg = 0, -1.0, None, {}

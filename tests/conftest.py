@@ -77,3 +77,38 @@ def untrained_export(root: Path, onnx: bool = True) -> Path:
     save_checkpoint(ckpt, model, {"arch": "mini_xception"}, {"epoch": 1}, 0.5, 1, (probs, probs, np.eye(7)))
     members = [Member("t0", "mini_xception", {}, 1.0, ckpt, 0.5)]
     return export_ensemble(members, root / "export", classes=classes, metrics={}, onnx=onnx)
+
+
+CLI_DRIVER = """
+import contextlib, io, json, sys
+from pathlib import Path
+from search.cli import main
+
+results = []
+for argv, out in json.load(sys.stdin):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+    import ray
+    results.append({"code": code, "stderr": err.getvalue(), "ray": ray.is_initialized(),
+                    "out_exists": Path(out).exists()})
+print(json.dumps(results))
+"""
+
+
+def run_cli_calls(calls: list[tuple[list[str], str]], cwd: Path) -> list[dict]:
+    """``fersearch`` called with each argv in one fresh interpreter (so ``ray.is_initialized()`` tells about
+    these calls only): per call its exit code, stderr, whether Ray started and whether its out path exists."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_DRIVER], input=json.dumps(calls), capture_output=True, text=True, cwd=cwd,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])

@@ -8,7 +8,8 @@ import csv
 import numpy as np
 import pytest
 
-from data_pipeline.fer2013 import DataError, load_split, prepare_fer2013
+from data_pipeline.fer2013 import DataError, load_split
+from data_pipeline.prepare import prepare_fer2013
 from data_pipeline.synth import write_fer2013_csv
 
 N = 60

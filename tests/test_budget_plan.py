@@ -44,8 +44,12 @@ def test_a_budgeted_trial_scores_only_where_a_score_is_read():
     plan = TrialPlan.fixed(20, 2, 3.0)  # cycles end at 7 and 20; the last fifth is 16..20
     assert [e for e in range(1, 21) if plan.scored(e)] == [1, 7, 16, 17, 18, 19, 20]
     # 10 s epochs, 5 s per score: 100 s left after epoch 3 fit 9 more epochs without scoring, fewer with
-    free = TrialPlan.from_pace(epoch_s=10, eval_s=0, remaining_s=100, max_epochs=99, cycles=1, ratio=3, done=3)
-    paid = TrialPlan.from_pace(epoch_s=10, eval_s=5, remaining_s=100, max_epochs=99, cycles=1, ratio=3, done=3)
+    free = TrialPlan.from_pace(
+        epoch_s=10, eval_s=0, remaining_s=100, max_epochs=99, cycles=1, ratio=3, done=3
+    )
+    paid = TrialPlan.from_pace(
+        epoch_s=10, eval_s=5, remaining_s=100, max_epochs=99, cycles=1, ratio=3, done=3
+    )
     assert free.epochs == 13 and paid.epochs < 13
     cost = sum(10 + (10 if paid.scored(e) else 0) for e in range(4, paid.epochs + 1))  # late: two passes
     assert cost <= 100 < cost + 10 + 10 + 10  # and one epoch more would not fit

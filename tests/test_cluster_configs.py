@@ -155,7 +155,7 @@ def test_rayjob_runtime_env_ships_project_pins():
 
 
 def test_cluster_spec_loads_as_search_config():
-    from search.config import load_spec
+    from search.spec import load_spec
 
     cfg, extra = load_spec(ROOT / "cluster" / "specs" / "gpu.yaml")
     assert cfg.resources.gpu == 0.25 and cfg.max_failures >= 1

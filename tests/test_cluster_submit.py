@@ -158,7 +158,7 @@ def test_entrypoint_and_runtime_env_round_trip(tmp_path):
     import shlex
 
     from cluster.submit import EXCLUDES, build_entrypoint, build_runtime_env
-    from search.config import config_from_dict, load_spec
+    from search.spec import config_from_dict, load_spec
 
     cfg, _ = load_spec(_spec(tmp_path / "s.yaml", tmp_path / "d.csv"))
     words = shlex.split(build_entrypoint(cfg, data="/mnt/fersearch/d.csv", out="/mnt/fersearch/o"))

@@ -26,10 +26,10 @@ def driver(work: Path) -> dict:
     import ray
     from ray import tune
 
-    from cluster.train_in_tune import best_train_checkpoint, ddp_trainable, read_rank_evidence
-    from data_pipeline.fer2013 import prepare_fer2013
+    from data_pipeline.prepare import prepare_fer2013
     from data_pipeline.synth import write_fer2013_csv
     from search.service import load_trial_data
+    from search.trial_ddp import best_train_checkpoint, ddp_trainable, read_rank_evidence
 
     tmp = Path(tempfile.mkdtemp(prefix="fst", dir="/tmp"))
     try:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipeline.fer2013 import load_split, prepare_fer2013
+from data_pipeline.fer2013 import load_split
+from data_pipeline.prepare import prepare_fer2013
 from data_pipeline.synth import write_fer2013_csv
 from search.cli import main
 from search.compare import bootstrap_ci, choose

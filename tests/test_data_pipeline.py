@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from data_pipeline.fer2013 import CLASSES, DataError, load_split, prepare_fer2013
+from data_pipeline.fer2013 import CLASSES, DataError, load_split
+from data_pipeline.prepare import prepare_fer2013
 from tests.conftest import SHARED_DATA, write_kaggle_csv
 
 

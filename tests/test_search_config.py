@@ -11,9 +11,8 @@ from search.config import (
     SearchConfig,
     SearchSpace,
     SpecError,
-    config_from_dict,
-    load_spec,
 )
+from search.spec import config_from_dict, load_spec
 from search.tuner import DefineSpace
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "search" / "specs" / "example.yaml"

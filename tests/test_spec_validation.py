@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from search.config import MergeConfig, Range, SearchConfig, SearchSpace, SpecError, config_from_dict
+from search.config import MergeConfig, Range, SearchConfig, SearchSpace, SpecError
+from search.spec import config_from_dict
+from tests.conftest import run_cli_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,24 +123,6 @@ BAD_SPECS: list[tuple[dict, list[str], str]] = [
     ({}, ["--cpus-per-trial", "0"], r"resources\.cpu: expected a value > 0, got 0\.0"),
 ]
 
-DRIVER = """
-import contextlib, io, json, sys
-from pathlib import Path
-from search.cli import main
-
-results = []
-for argv, out in json.load(sys.stdin):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:
-            code = e.code
-    import ray
-    results.append({"code": code, "stderr": err.getvalue(), "ray": ray.is_initialized(),
-                    "out_exists": Path(out).exists()})
-print(json.dumps(results))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +138,7 @@ def outcomes(tmp_path_factory) -> list[tuple[Path, dict]]:
         out = tmp / f"run_{i}"
         calls.append((["search", str(path), "--data", str(data), "--out", str(out), *flags], str(out)))
         specs.append(path)
-    proc = subprocess.run(
-        [sys.executable, "-c", DRIVER], input=json.dumps(calls), capture_output=True, text=True, cwd=ROOT,
-        timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return list(zip(specs, json.loads(proc.stdout.splitlines()[-1]), strict=True))
+    return list(zip(specs, run_cli_calls(calls, ROOT), strict=True))
 
 
 @pytest.mark.parametrize("case", range(len(BAD_SPECS)), ids=lambda i: BAD_SPECS[i][2][:40])

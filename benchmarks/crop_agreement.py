@@ -1,0 +1,87 @@
+"""Serve-time crops against training crops: does a face in a photo get the class its 48×48 crop gets?
+
+Real CK+ faces (``CK+48/``, whole-face crops like FER2013's) are each classified twice by an exported
+ensemble: as the 48×48 crop itself, and pasted (upscaled) into a larger photo that ``fersearch predict``
+must find and crop. Prints the agreement for each serve-time crop (``face-box``: the detector's box with a
+FER2013-like margin, what a FER2013-trained export records; ``eyes-mouth``: the data pipeline's ROI) and
+how many pasted faces were not found.
+
+    python -m benchmarks.crop_agreement --export runs/<dir>/export --ckplus ../shared/data/ckplus.tar
+"""
+
+from __future__ import annotations
+
+import argparse
+import tarfile
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from search.export import Predictor
+from search.predict import predict_paths
+
+CROPS = ("face-box", "eyes-mouth")
+
+
+def ck_faces(tar_path: Path, n: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """``n`` CK+48 images (every class, a fixed random draw): (name, 48×48 uint8)."""
+    with tarfile.open(tar_path) as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(".png"))
+        pick = np.random.default_rng(seed).permutation(len(names))[:n]
+        out = []
+        for i in sorted(pick):
+            data = tar.extractfile(names[i]).read()
+            out.append((names[i], cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)))
+    return out
+
+
+def photo(face: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = (400, 300)) -> np.ndarray:
+    """A grey, mildly noisy photo with the face upscaled to 120–180 px somewhere inside it."""
+    w, h = size
+    img = np.clip(rng.normal(120, 12, (h, w)), 0, 255).astype(np.uint8)
+    side = int(rng.integers(120, 181))
+    x, y = int(rng.integers(10, w - side - 10)), int(rng.integers(10, h - side - 10))
+    img[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    return img
+
+
+def agreement(export: Path, faces: list[tuple[str, np.ndarray]], seed: int = 0) -> dict[str, dict]:
+    predictor = Predictor.from_dir(export)
+    direct = predictor.predict_proba(np.stack([f for _, f in faces])).argmax(1)
+    rng = np.random.default_rng(seed)
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for i, (_, face) in enumerate(faces):
+            p = Path(d) / f"photo_{i:04d}.png"
+            cv2.imwrite(str(p), photo(face, rng))
+            paths.append(p)
+        for crop in CROPS:
+            labels: dict[str, list[str]] = {}
+            for r in predict_paths(predictor, paths, crop=crop):
+                labels.setdefault(Path(r.input).name, []).append(r.label if r.status == "ok" else None)
+            same = found = 0
+            for i, p in enumerate(paths):
+                got = [x for x in labels.get(p.name, []) if x is not None]
+                found += bool(got)
+                same += bool(got) and got[0] == predictor.classes[direct[i]]
+            out[crop] = {"agree": same / len(faces), "found": found / len(faces), "n": len(faces)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--export", required=True, type=Path)
+    ap.add_argument("--ckplus", required=True, type=Path)
+    ap.add_argument("--n", type=int, default=300)
+    args = ap.parse_args()
+    result = agreement(args.export, ck_faces(args.ckplus, args.n))
+    for crop, r in result.items():
+        print(f"{crop:<11} same class as the 48×48 crop: {r['agree']:.1%}  (face found in {r['found']:.1%}"
+              f" of {r['n']} photos)")
+
+
+if __name__ == "__main__":
+    main()
