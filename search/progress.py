@@ -19,7 +19,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from search.trainable import FINISHED
-from search.trial_states import CUT, FAILED, PRUNED, pruned_trials
+from search.trial_states import CUT, DONE, FAILED, PRUNED, pruned_trials
 
 #: "normal" (these lines), "quiet" (none) or "verbose" (these and Ray's own output); set by the CLI.
 MODES = ("normal", "quiet", "verbose")
@@ -159,7 +159,7 @@ class ProgressView(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
         stopped = self.pruned_record and trial.trial_id in pruned_trials(self.pruned_record)
-        state = PRUNED if stopped else "done" if last.get(FINISHED, True) else CUT
+        state = PRUNED if stopped else DONE if last.get(FINISHED, True) else CUT
         self._ended(trial, state)
         acc = last.get("val_acc")
         score = f", PublicTest {acc:.4f}" if isinstance(acc, float) else ""

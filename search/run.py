@@ -18,7 +18,7 @@ from search.presets import demo_config, quick_config
 from search.report_html import write_report
 from search.service import search, trial_row
 from search.trainable import TRIAL_FILE, VAL_FILE
-from search.trial_states import ChanceLevel
+from search.trial_states import ChanceLevel, count_states
 from search.tuner import SearchFailed, TrialRecord
 
 DATA_ENV = "FERSEARCH_FER2013"
@@ -92,7 +92,7 @@ def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
         acc = float(saved["metrics"].get("val_acc", saved["best_val_acc"]))
         epoch = int(saved["metrics"].get("epoch", 0))
         if not chance.learned(acc, saved["metrics"].get("val_loss")):
-            continue  # never an ensemble member: no better than answering the majority class
+            continue  # never an ensemble member: no better than a constant answer (ChanceLevel)
         per_trial.setdefault(ckpt.parent.name.removeprefix("trial_"), []).append((acc, epoch, ckpt))
     if not per_trial:
         return []
@@ -162,8 +162,8 @@ def select_and_export(
     candidates = find_candidates(root, top_k)
     if not candidates:
         raise SearchFailed(
-            f"{root}: no trial checkpoint that learned (PublicTest above the majority-class rate) to export;"
-            " see trials.csv"
+            f"{root}: no trial checkpoint with PublicTest predictions that learned (beat a constant answer)"
+            " to export; see trials.csv"
         )
     data_root = root / "data"
     merged = merge_candidate(root, candidates, merge or MergeConfig())
@@ -298,10 +298,7 @@ def merge_summary(root: Path) -> dict | None:
 
 def format_summary(r: RunResult) -> str:
     e = r.exported
-    states: dict[str, int] = {}
-    for t in r.trials:
-        states[t.status] = states.get(t.status, 0) + 1
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda kv: -kv[1]))
+    counts = count_states(t.status for t in r.trials)
     lines = ["", f"Trials: {len(r.trials)} ({counts}), best PublicTest accuracy first:"]
     lines.append(
         f"  {'trial':<12} {'arch':<16} {'lr':>9} {'dropout':>8} {'epochs':>6} {'PublicTest':>10}  state"

@@ -132,7 +132,7 @@ def search(
     best = next((t for t in trials if t.usable), None)
     if best is None:
         raise SearchFailed.of(trials, out)
-    if best is not None and (best.checkpoint / CONFUSION_FILE).is_file():
+    if (best.checkpoint / CONFUSION_FILE).is_file():
         images["confusion_best_trial"] = plot_confusion(
             np.load(best.checkpoint / CONFUSION_FILE), data.classes, out / "confusion_best_trial.png"
         )

@@ -535,6 +535,22 @@ def train_fer(config: dict, data: TrialData) -> None:
         state.deadline = deadline
 
     val_y = torch.from_numpy(np.array(data.val_y))  # the object store's arrays are read-only
+
+    def score_public() -> tuple[np.ndarray, torch.Tensor, dict[str, float]]:
+        probs = predict_proba(model, data.val_x)
+        t = torch.from_numpy(probs)
+        recall = multiclass_recall(t, val_y, num_classes=k, average="none")
+        return (
+            probs,
+            t,
+            {
+                "val_acc": float(multiclass_accuracy(t, val_y, num_classes=k, average="micro")),
+                "val_macro_f1": float(multiclass_f1_score(t, val_y, num_classes=k, average="macro")),
+                "val_loss": float(F.nll_loss(torch.log(t.clamp_min(1e-8)), val_y)),
+                **{f"val_recall_{c}": float(r) for c, r in zip(data.classes, recall, strict=True)},
+            },
+        )
+
     marks: list[tuple[float, float]] = []  # per epoch: wall time at its end, seconds spent scoring
     scores: dict[str, float] = {}
     eval_s = 0.0
@@ -559,15 +575,7 @@ def train_fer(config: dict, data: TrialData) -> None:
         evaluate = not budget_s or state.plan is None or state.plan.scored(epoch) or not scores
         t1 = time.perf_counter()
         if evaluate:
-            val_probs = predict_proba(model, data.val_x)
-            val_t = torch.from_numpy(val_probs)
-            recall = multiclass_recall(val_t, val_y, num_classes=k, average="none")
-            scores = {
-                "val_acc": float(multiclass_accuracy(val_t, val_y, num_classes=k, average="micro")),
-                "val_macro_f1": float(multiclass_f1_score(val_t, val_y, num_classes=k, average="macro")),
-                "val_loss": float(F.nll_loss(torch.log(val_t.clamp_min(1e-8)), val_y)),
-                **{f"val_recall_{c}": float(r) for c, r in zip(data.classes, recall, strict=True)},
-            }
+            val_probs, val_t, scores = score_public()
             eval_s = time.perf_counter() - t1
         marks.append((time.time(), time.perf_counter() - t1))
         if budget_s and (state.plan is None or (epoch == REPLAN_EPOCH and len(marks) > 1)):
@@ -583,6 +591,9 @@ def train_fer(config: dict, data: TrialData) -> None:
             )  # fmt: skip
             recipe.replan(state.plan, epoch)
             print(f"epoch {epoch}: planned {state.plan.epochs} epochs, cycles end at {list(state.plan.ends)}")
+            if not evaluate and state.plan.scored(epoch):  # the new plan ends a cycle here, or starts later
+                evaluate = True
+                val_probs, val_t, scores = score_public()
         val_acc = scores["val_acc"]
         metrics = {
             "epoch": epoch,
@@ -608,6 +619,7 @@ def train_fer(config: dict, data: TrialData) -> None:
         state.epoch = epoch
         metrics["best_val_acc"] = state.best
         keep = candidate_epoch(epoch, improved, state.plan, bool(budget_s))
+        stop = recipe.stop_early(epoch, state.best_epoch)
         with tempfile.TemporaryDirectory() as d:
             extra = None
             if keep:
@@ -615,14 +627,12 @@ def train_fer(config: dict, data: TrialData) -> None:
                 extra = (val_probs, predict_proba(model, data.test_x), confusion)
             metrics["eval_s"] = time.perf_counter() - t1
             metrics["keep_score"] = keep_score(val_acc, epoch, state.plan, keep)
-            metrics[FINISHED] = epoch >= min(state.plan.epochs, max_epochs) or recipe.stop_early(
-                epoch, state.best_epoch
-            )
+            metrics[FINISHED] = epoch >= min(state.plan.epochs, max_epochs) or stop
             TrialCheckpoint(Path(d)).save(
                 model, config, metrics, state, extra, recipe=recipe, gen=gen, rng=rng
             )
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        if recipe.stop_early(epoch, state.best_epoch):
+        if stop:
             break
 
 

@@ -63,6 +63,14 @@ def pruned_trials(path: str | Path) -> set[str]:
     return {json.loads(line)["trial_id"] for line in path.read_text().splitlines() if line.strip()}
 
 
+def count_states(states) -> str:
+    """``"3 pruned, 2 done, 1 cut (budget)"``: how many trials are in each state, most first."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def trial_state(*, error: bool, epochs: int, finished: bool, pruned: bool, learned: bool) -> str:
     """One trial's state from what Tune and the scheduler recorded (``finished``: the trainable ended its
     plan or stopped early by itself; ``pruned``: the scheduler stopped it at a rung)."""

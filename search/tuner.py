@@ -19,6 +19,7 @@ from search.trial_states import (
     PRUNED_FILE,
     ChanceLevel,
     close_open_trials,
+    count_states,
     pruned_trials,
     trial_state,
 )
@@ -42,10 +43,7 @@ class SearchFailed(Exception):
 
     @classmethod
     def of(cls, trials: list[TrialRecord], where: Path) -> SearchFailed:
-        counts: dict[str, int] = {}
-        for t in trials:
-            counts[t.status] = counts.get(t.status, 0) + 1
-        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trial ran"
+        states = count_states(t.status for t in trials) or "no trial ran"
         first = next((t for t in trials if t.error), None)
         why = f"; first error: trial {first.trial_id}: {first.error}" if first else ""
         return cls(f"{where}: no trial produced a usable model ({states}){why}; see trials.csv", trials)

@@ -79,6 +79,19 @@ def untrained_export(root: Path, onnx: bool = True) -> Path:
     return export_ensemble(members, root / "export", classes=classes, metrics={}, onnx=onnx)
 
 
+@pytest.fixture(scope="session")
+def served_dir(tmp_path_factory) -> Path:
+    """One :func:`untrained_export` (no ONNX) the serving tests share: they read it, never change it."""
+    return untrained_export(tmp_path_factory.mktemp("untrained_export"), onnx=False)
+
+
+@pytest.fixture(scope="session")
+def served(served_dir):
+    from search.export import Predictor
+
+    return Predictor.from_dir(served_dir)
+
+
 CLI_DRIVER = """
 import contextlib, io, json, sys
 from pathlib import Path

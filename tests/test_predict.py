@@ -15,9 +15,8 @@ import pytest
 
 from data_pipeline import preprocess as pp
 from search.cli import main
-from search.export import Predictor
 from search.predict import NO_FACE, face_box_crop, load_gray, predict_paths, preprocess_config
-from tests.conftest import SHARED_DATA, untrained_export
+from tests.conftest import SHARED_DATA
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 CKPLUS = SHARED_DATA / "ckplus.tar"
@@ -50,16 +49,6 @@ def assert_boxes_near_pasted(boxes: list[list[int]], shift: int = 0) -> None:
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return untrained_export(tmp_path_factory.mktemp("predict_export"), onnx=False)
-
-
-@pytest.fixture(scope="module")
-def predictor(export_dir):
-    return Predictor.from_dir(export_dir)
-
-
-@pytest.fixture(scope="module")
 def clip(ck_faces, tmp_path_factory):
     """10 frames at 10 fps, MJPG: the two faces drifting right by 1 px per frame."""
     path = tmp_path_factory.mktemp("video") / "clip.avi"
@@ -87,10 +76,10 @@ def test_detect_faces_finds_every_face_and_keeps_detect_face(ck_faces):
     assert pp.detect_faces(noise) == [] and pp.face_rois(noise) == []
 
 
-def test_photo_gives_one_result_per_face_with_its_box(predictor, ck_faces, tmp_path):
+def test_photo_gives_one_result_per_face_with_its_box(served, ck_faces, tmp_path):
     photo = tmp_path / "two.png"
     cv2.imwrite(str(photo), cv2.cvtColor(canvas(ck_faces), cv2.COLOR_GRAY2BGR))
-    results = list(predict_paths(predictor, [photo]))
+    results = list(predict_paths(served, [photo]))
     assert [r.input for r in results] == [str(photo)] * 2
     assert all(r.status == "ok" and r.label in CLASSES for r in results)
     assert_boxes_near_pasted([list(r.box) for r in results])
@@ -100,26 +89,26 @@ def test_photo_gives_one_result_per_face_with_its_box(predictor, ck_faces, tmp_p
     gray = canvas(ck_faces)
     cfg = preprocess_config(None)
     boxes = sorted(pp.detect_faces(gray))
-    expected = predictor.predict_proba(np.stack([pp.finish(face_box_crop(gray, b)[0], cfg) for b in boxes]))
+    expected = served.predict_proba(np.stack([pp.finish(face_box_crop(gray, b)[0], cfg) for b in boxes]))
     got = np.array([[r.probabilities[c] for c in CLASSES] for r in results])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # asked for, the eyes-to-mouth ROI of the data pipeline
-    roi = list(predict_paths(predictor, [photo], crop="eyes-mouth"))
-    expected = predictor.predict_proba(np.stack([pp.finish(f.crop, cfg) for f in pp.face_rois(gray)]))
+    roi = list(predict_paths(served, [photo], crop="eyes-mouth"))
+    expected = served.predict_proba(np.stack([pp.finish(f.crop, cfg) for f in pp.face_rois(gray)]))
     got = np.array([[r.probabilities[c] for c in CLASSES] for r in roi])
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    whole = list(predict_paths(predictor, [photo], roi=False))
+    whole = list(predict_paths(served, [photo], roi=False))
     assert len(whole) == 1 and whole[0].box == (0, 0, 320, 240) and whole[0].roi is None
 
 
-def test_small_faces_and_csv_rows_go_straight_through(predictor, ck_faces, tmp_path):
+def test_small_faces_and_csv_rows_go_straight_through(served, ck_faces, tmp_path):
     face = tmp_path / "face48.png"
     cv2.imwrite(str(face), ck_faces[0])
     rows = tmp_path / "rows.csv"
     rows.write_text(
         f"emotion,pixels,Usage\n0,{' '.join(map(str, ck_faces[1].ravel()))},PrivateTest\n0,1 2,x\n"
     )
-    results = list(predict_paths(predictor, [face, rows]))
+    results = list(predict_paths(served, [face, rows]))
     assert [(r.input.rsplit("/", 1)[-1], r.status) for r in results] == [
         ("face48.png", "ok"),
         ("rows.csv:row 0", "ok"),
@@ -127,15 +116,15 @@ def test_small_faces_and_csv_rows_go_straight_through(predictor, ck_faces, tmp_p
     ]
     assert results[0].box == (0, 0, 48, 48) and results[0].roi is None
     assert "rows.csv:row 1: pixels must be 2304 integers" in results[2].error
-    expected = predictor.predict_proba(np.stack(ck_faces))
+    expected = served.predict_proba(np.stack(ck_faces))
     got = np.array([[r.probabilities[c] for c in CLASSES] for r in results[:2]])
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_no_face_is_a_record_not_a_silent_drop(predictor, tmp_path):
+def test_no_face_is_a_record_not_a_silent_drop(served, tmp_path):
     noise = tmp_path / "noise.png"
     cv2.imwrite(str(noise), np.random.default_rng(2).integers(0, 256, (200, 200), dtype=np.uint8))
-    (r,) = predict_paths(predictor, [noise])
+    (r,) = predict_paths(served, [noise])
     assert r.status == "no_face" and r.error == NO_FACE and r.label is None and r.box is None
     assert "no face found" in r.to_json()["error"]
 
@@ -154,15 +143,15 @@ def test_jpeg_exif_orientation_is_honoured(tmp_path):
     assert pp.decode_image(path.read_bytes())[0].shape == (60, 100)  # the data pipeline's plain decode
 
 
-def test_video_frames_are_sampled_named_and_timed(predictor, clip):
-    results = list(predict_paths(predictor, [clip], every=3))
+def test_video_frames_are_sampled_named_and_timed(served, clip):
+    results = list(predict_paths(served, [clip], every=3))
     frames = [r.frame for r in results]
     assert frames == [0, 0, 3, 3, 6, 6, 9, 9]
     assert [r.input for r in results[::2]] == [f"{clip}#frame={i}" for i in (0, 3, 6, 9)]
     assert [r.time for r in results[::2]] == pytest.approx([0.0, 0.3, 0.6, 0.9])
     for i in range(0, 8, 2):
         assert_boxes_near_pasted([list(r.box) for r in results[i : i + 2]], shift=results[i].frame)
-    default = list(predict_paths(predictor, [clip]))  # one frame per second at 10 fps: frame 0 only
+    default = list(predict_paths(served, [clip]))  # one frame per second at 10 fps: frame 0 only
     assert [r.frame for r in default] == [0, 0]
 
 
@@ -180,7 +169,7 @@ def test_preprocessing_recorded_in_the_manifest_is_honoured():
     assert preprocess_config(rec, roi="auto").roi == "auto"
 
 
-def test_cli_jsonl_csv_errors_and_exit_codes(export_dir, ck_faces, clip, tmp_path, capsys):
+def test_cli_jsonl_csv_errors_and_exit_codes(served_dir, ck_faces, clip, tmp_path, capsys):
     photo = tmp_path / "two.jpg"
     cv2.imwrite(str(photo), canvas(ck_faces))
     noise = tmp_path / "noise.png"
@@ -188,7 +177,7 @@ def test_cli_jsonl_csv_errors_and_exit_codes(export_dir, ck_faces, clip, tmp_pat
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
 
-    code = main(["predict", str(export_dir), str(photo), str(noise), str(clip), "--every", "5"])
+    code = main(["predict", str(served_dir), str(photo), str(noise), str(clip), "--every", "5"])
     out = capsys.readouterr()
     records = [json.loads(line) for line in out.out.splitlines()]
     assert code == 0
@@ -207,7 +196,7 @@ def test_cli_jsonl_csv_errors_and_exit_codes(export_dir, ck_faces, clip, tmp_pat
     assert "frame" not in records[0] and set(records[0]["probabilities"]) == set(CLASSES)
 
     table = tmp_path / "out.csv"
-    code = main(["predict", str(export_dir), str(photo), str(broken), "--format", "csv", "--out", str(table)])
+    code = main(["predict", str(served_dir), str(photo), str(broken), "--format", "csv", "--out", str(table)])
     err = capsys.readouterr().err
     assert code == 1 and "broken.mp4: not a readable video" in err
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
@@ -217,8 +206,8 @@ def test_cli_jsonl_csv_errors_and_exit_codes(export_dir, ck_faces, clip, tmp_pat
     assert len(rows) == 3 and rows[0]["frame"] == "" and rows[0]["class"] in CLASSES
     assert rows[2]["status"] == "error" and "broken.mp4: not a readable video" in rows[2]["error"]
 
-    assert main(["predict", str(export_dir), str(noise)]) == 1  # nothing classified
+    assert main(["predict", str(served_dir), str(noise)]) == 1  # nothing classified
     capsys.readouterr()
-    assert main(["predict", str(export_dir), str(noise), "--no-roi"]) == 0
+    assert main(["predict", str(served_dir), str(noise), "--no-roi"]) == 0
     (whole,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert whole["box"] == [0, 0, 160, 160] and whole["roi"] is None and whole["class"] in CLASSES

@@ -18,21 +18,9 @@ from data_pipeline import synth
 from data_pipeline.config import PrepareConfig, SourceConfig
 from data_pipeline.prepare import prepare
 from search.cli import main
-from search.export import Predictor
 from search.predict import MIN_SIDE, predict_paths
-from tests.conftest import untrained_export
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return untrained_export(tmp_path_factory.mktemp("acct"), onnx=False)
-
-
-@pytest.fixture(scope="module")
-def predictor(export_dir):
-    return Predictor.from_dir(export_dir)
 
 
 def face(seed: int) -> np.ndarray:
@@ -60,8 +48,8 @@ def by_name(results) -> dict[str, object]:
     return {r.input.rsplit("/", 1)[-1]: r for r in results}
 
 
-def test_every_file_of_a_folder_is_accounted_for(predictor, folder):
-    got = by_name(predict_paths(predictor, [folder]))
+def test_every_file_of_a_folder_is_accounted_for(served, folder):
+    got = by_name(predict_paths(served, [folder]))
     assert set(got) == {"a.png", "b.gif", "c", "notes.txt", ".DS_Store", "dot.png", "damaged.png"}
     assert {n: r.status for n, r in got.items()} == {
         "a.png": "ok",
@@ -99,19 +87,19 @@ def truncated_video(tmp_path):
     return path, cut
 
 
-def test_truncated_video_ends_with_an_error_record(predictor, truncated_video):
+def test_truncated_video_ends_with_an_error_record(served, truncated_video):
     whole, cut = truncated_video
-    assert all(r.status != "error" for r in predict_paths(predictor, [whole], every=5, roi="none"))
-    results = list(predict_paths(predictor, [cut], every=5, roi="none"))
+    assert all(r.status != "error" for r in predict_paths(served, [whole], every=5, roi="none"))
+    results = list(predict_paths(served, [cut], every=5, roi="none"))
     *frames, last = results
     assert frames and all(r.status == "ok" for r in frames) and len(frames) < 6
     assert last.status == "error" and last.input == str(cut)
     assert "truncated video: its header announces 30 frames, only" in last.error
 
 
-def test_cli_writes_every_record_counts_them_and_strict_fails(export_dir, folder, tmp_path, capsys):
+def test_cli_writes_every_record_counts_them_and_strict_fails(served_dir, folder, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
-    code = main(["predict", str(export_dir), str(folder), str(tmp_path / "nope.png"), "--out", str(out)])
+    code = main(["predict", str(served_dir), str(folder), str(tmp_path / "nope.png"), "--out", str(out)])
     err = capsys.readouterr().err
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert code == 1  # an error (unreadable, too small, missing): exit 1 as before
@@ -125,7 +113,7 @@ def test_cli_writes_every_record_counts_them_and_strict_fails(export_dir, folder
     assert "Traceback" not in err
 
     table = tmp_path / "out.csv"
-    assert main(["predict", str(export_dir), str(folder), "--format", "csv", "--out", str(table)]) == 1
+    assert main(["predict", str(served_dir), str(folder), "--format", "csv", "--out", str(table)]) == 1
     capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
     assert [r["status"] for r in rows].count("skipped") == 2 and len(rows) == 7
@@ -135,17 +123,17 @@ def test_cli_writes_every_record_counts_them_and_strict_fails(export_dir, folder
     good.mkdir()
     cv2.imwrite(str(good / "a.png"), face(1))
     (good / "README.txt").write_text("faces")
-    assert main(["predict", str(export_dir), str(good)]) == 0  # a skipped file alone is not an error
+    assert main(["predict", str(served_dir), str(good)]) == 0  # a skipped file alone is not an error
     assert "1 ok, 0 no face, 0 error, 1 skipped" in capsys.readouterr().err
-    assert main(["predict", str(export_dir), str(good), "--strict"]) == 1
+    assert main(["predict", str(served_dir), str(good), "--strict"]) == 1
     noise = good / "noise.png"
     (good / "README.txt").unlink()
     cv2.imwrite(str(noise), np.random.default_rng(3).integers(0, 256, (160, 160), dtype=np.uint8))
     capsys.readouterr()
-    assert main(["predict", str(export_dir), str(good)]) == 0
+    assert main(["predict", str(served_dir), str(good)]) == 0
     assert "1 ok, 1 no face, 0 error, 0 skipped" in capsys.readouterr().err
-    assert main(["predict", str(export_dir), str(good), "--strict"]) == 1
-    assert main(["predict", str(export_dir), str(good / "a.png"), "--strict"]) == 0
+    assert main(["predict", str(served_dir), str(good), "--strict"]) == 1
+    assert main(["predict", str(served_dir), str(good / "a.png"), "--strict"]) == 0
 
 
 def test_prepare_counts_every_file_of_a_folder(tmp_path, ray_local):
