@@ -420,7 +420,9 @@ class SearchConfig(_KnownKeys):
     ``time_budget_s`` are then ignored; ``max_epochs`` only caps a trial). ``cycles``: cosine cycles per
     trial, their ends on ASHA's rungs (ratio ``reduction_factor``), each end an annealed snapshot that
     joins the ensemble library. ``min_epochs_per_trial``: the planner adds rounds of trials only while each
-    still gets this many epochs. ``precision: bf16``: training forward passes under bfloat16 autocast.
+    still gets this many epochs. ``precision: bf16``: training forward passes under bfloat16 autocast;
+    ``auto``: whichever of fp32 and bf16 trains faster on this machine, measured before the search (bf16
+    pays only on CPUs with bfloat16 instructions).
     """
 
     name: Name = "search"
@@ -450,7 +452,7 @@ class SearchConfig(_KnownKeys):
     run_budget_s: Positive | None = None
     cycles: Count = 1
     min_epochs_per_trial: Count = 30
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:

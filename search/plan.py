@@ -143,12 +143,14 @@ class SearchPlan:
     est_epochs_per_trial: int
     cycles: int
     search_deadline: float
+    precision: str = "fp32"
 
     def describe(self) -> str:
         return (
             f"budget plan: {self.trials} trials ({self.slots} at a time, {self.rounds} round"
             f"{'s' if self.rounds > 1 else ''}), ~{self.est_epochs_per_trial} epochs each "
-            f"({self.images_per_s:.0f} img/s per trial measured), search {self.search_s / 60:.1f} min, "
+            f"({self.images_per_s:.0f} img/s per trial measured, {self.precision}), "
+            f"search {self.search_s / 60:.1f} min, "
             f"{self.reserve_s:.0f} s kept for selection and export"
         )
 
@@ -156,6 +158,7 @@ class SearchPlan:
 def plan_search(
     *, budget_s: float, elapsed_s: float, slots: int, images_per_s: float, train_images: int,
     eval_images: int, min_epochs: int, reserve_s: float, cycles: int = 1, now: float | None = None,
+    precision: str = "fp32",
 ) -> SearchPlan:  # fmt: skip
     """Rounds of ``slots`` parallel trials that fill the search window, each round's trials long enough for
     ``min_epochs`` (fewer, longer trials beat many short ones at a fixed budget; parallel one-thread trials
@@ -182,6 +185,7 @@ def plan_search(
         est_epochs_per_trial=max(1, int(trial_budget_s // est_epoch_s)),
         cycles=cycles if rounds == 1 else max(2, cycles),
         search_deadline=(time.time() if now is None else now) + search_s,
+        precision=precision,
     )
 
 

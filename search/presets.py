@@ -119,7 +119,7 @@ def quick_config() -> SearchConfig:
         max_epochs=300,
         min_epochs_per_trial=50,
         top_k=8,
-        precision="bf16",
+        precision="auto",
         merge=MergeConfig(bases=0),
     )
 

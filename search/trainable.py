@@ -136,8 +136,9 @@ def train_one_epoch(
     """One shuffled pass with on-batch augmentation; ``sched`` (if any) steps per batch. Returns the mean
     loss; a non-finite loss raises FloatingPointError naming the step. ``order``: the sample indices to
     visit, in order (a data-parallel rank's shard), instead of a permutation of all of ``x``. ``precision``
-    ``bf16`` runs the forward pass under bfloat16 autocast (measured: +20% images/s for mini_xception on
-    one CPU thread, same PublicTest accuracy); weights, loss and evaluation stay float32."""
+    ``bf16`` runs the forward pass under bfloat16 autocast; weights, loss and evaluation stay float32. Its
+    speed is the CPU's: +20% images/s for mini_xception on one thread of a CPU with bfloat16 instructions,
+    17x slower on an AVX2-only EPYC (measured) -- hence ``precision: auto`` (:func:`choose_precision`)."""
     model.train()
     order = rng.permutation(len(x)) if order is None else order
     total = 0.0
@@ -664,11 +665,25 @@ def save_checkpoint(
     TrialCheckpoint(Path(d)).save(model, config, metrics, state, extra)
 
 
+def choose_precision(arch: str, arch_kwargs: dict, threads: int, batch_size: int) -> tuple[str, float]:
+    """The faster of float32 and bfloat16 autocast for ``arch`` on this machine, and its images/s. bf16 is
+    timed with one warm-up step and a short window: where the CPU lacks bfloat16 instructions a step takes
+    seconds, and that alone decides it."""
+    fp32 = measure_images_per_s(arch, arch_kwargs, threads, batch_size)
+    bf16 = measure_images_per_s(
+        arch, arch_kwargs, threads, batch_size, seconds=min(2.0, 8 * batch_size / fp32), precision="bf16",
+        warmup=1, min_steps=1,
+    )  # fmt: skip
+    return ("bf16", bf16) if bf16 > 1.05 * fp32 else ("fp32", fp32)
+
+
 def measure_images_per_s(
-    arch: str, arch_kwargs: dict, threads: int, batch_size: int, seconds: float = 4.0, side: int = 48
-) -> float:
+    arch: str, arch_kwargs: dict, threads: int, batch_size: int, seconds: float = 4.0, side: int = 48,
+    precision: str = "fp32", warmup: int = 3, min_steps: int = 3,
+) -> float:  # fmt: skip
     """Training images per second of one trial of ``arch`` on ``threads`` threads of this machine: a short
-    timed burst of real augmented forward/backward/step on random pixels, after a few warm-up steps."""
+    timed burst of real augmented forward/backward/step on random pixels (forward under ``precision``, as
+    :func:`train_epoch` runs it), after a few warm-up steps."""
     prev = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -679,15 +694,17 @@ def measure_images_per_s(
         y = torch.randint(0, 7, (batch_size,), generator=gen)
 
         def step() -> None:
-            loss = F.cross_entropy(model(augment(x, gen)), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(augment(x, gen))
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        for _ in range(3):
+        for _ in range(warmup):
             step()
         n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds or n < 3:
+        while time.perf_counter() - t0 < seconds or n < min_steps:
             step()
             n += 1
         return n * batch_size / (time.perf_counter() - t0)

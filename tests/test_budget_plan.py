@@ -84,6 +84,7 @@ def test_a_planned_run_ends_within_its_budget_with_snapshot_candidates(tmp_path,
     cfg = SearchConfig(
         name="planned", space=TINY, run_budget_s=budget, max_epochs=400, cycles=2, reduction_factor=2,
         min_epochs_per_trial=100, checkpoints_to_keep=1, merge=SearchConfig().merge.__class__(bases=0),
+        precision="auto",
     )  # fmt: skip
     start = time.time()
     result = _run(cfg, synth_csv, tmp_path / "r")
@@ -91,12 +92,15 @@ def test_a_planned_run_ends_within_its_budget_with_snapshot_candidates(tmp_path,
     assert 0.8 * budget <= wall <= 1.05 * budget, f"run took {wall:.0f} s for a {budget:.0f} s budget"
     plan = json.loads((tmp_path / "r" / "plan.json").read_text())
     assert plan["trials"] == 2 and plan["rounds"] == 1
+    # "auto" was settled by measurement before the trials started, and they trained at what it chose
+    assert plan["precision"] in ("fp32", "bf16")
     # every trial planned its own epochs and ran them to the end of its schedule
     for t in result.trials:
         lines = (tmp_path / "r" / "tune" / f"trial_{t.trial_id}" / "result.json").read_text().splitlines()
         reports = [json.loads(x) for x in lines if x.strip()]
         assert reports[-1]["epoch"] == reports[-1]["planned_epochs"] >= 2
         assert reports[-1]["lr_last_step"] < 1e-3 * reports[0]["lr_last_step"]
+        assert reports[0]["config"]["precision"] == plan["precision"]
     # several annealed checkpoints of one trial enter selection
     names = [c.name for c in result.exported.candidates]
     per_trial = {}

@@ -115,7 +115,7 @@ BAD_SPECS: list[tuple[dict, list[str], str]] = [
     ({"preset": "quick", "max_epochs": 0}, [], r"max_epochs: expected a value >= 1, got 0"),
     ({"early_stop_patience": 0}, [], r"early_stop_patience: expected a value >= 1, got 0"),
     ({"resources": {"gpu": -0.5}}, [], r"resources\.gpu: expected a value >= 0, got -0\.5"),
-    ({"precision": "fp16"}, [], r"precision: expected one of 'fp32' or 'bf16', got 'fp16'"),
+    ({"precision": "fp16"}, [], r"precision: expected one of 'fp32', 'bf16' or 'auto', got 'fp16'"),
     ({"name": "a/b"}, [], r"name: expected a name without slashes, got 'a/b'"),
     # budget flags go through SearchConfig.replace / dataclasses.replace: validated the same way
     ({}, ["--trials", "0"], r"num_samples: expected a value >= 1, got 0"),
