@@ -31,7 +31,7 @@ import numpy as np
 
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
-from search.compare import bootstrap_ci
+from search.ensemble import bootstrap_ci
 
 RESULTS = Path(__file__).parent / "results" / "budget_race.json"
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from search.export import Predictor
-from search.predict import predict_paths
+from search.serving import Predictor, predict_paths
 
 CROPS = ("face-box", "eyes-mouth")
 

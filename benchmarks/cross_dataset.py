@@ -27,9 +27,8 @@ import torch
 from data_pipeline.config import PrepareConfig, SourceConfig
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare, prepare_fer2013
-from search.ensemble import accuracy
-from search.finetune import FitConfig, fit, load_checkpoint_model
-from search.trainable import build_model, predict_proba
+from search.metrics import accuracy
+from search.trial import FitConfig, build_model, fit, load_checkpoint_model, predict_proba
 
 
 def pretrain(csv: Path, work: Path, arch: str, epochs: int) -> torch.nn.Module:

@@ -10,7 +10,7 @@ window is the least disturbed by other processes, and a slow configuration canno
 (the member alone, with the export's normalisation, softmax and flip TTA, as it runs inside the ensemble)
 and for the ensemble, on each thread count (``torch.set_num_threads`` / ORT ``intra_op_num_threads``):
 torch (the baseline, measured in this run) and ONNX Runtime, and ORT's speed-up over torch. Members run in
-ORT from a graph exported here with ``search.export.export_onnx``; the ensemble runs the export's own
+ORT from a graph exported here with ``search.serving.export.export_onnx``; the ensemble runs the export's own
 ``model.onnx``. The ensemble is also compared with the sum of its members' times, and torch and ORT outputs
 on all 1000 images with each other (max abs difference). Without ``--export`` a small export is built from
 freshly initialised models (untrained: speed only).
@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import save_file
 
 from models import create_model
-from search.export import (
+from search.serving.export import (
     ONNX_FILE,
     EnsembleNet,
     Member,
@@ -42,7 +42,7 @@ from search.export import (
     export_ensemble,
     export_onnx,
 )
-from search.trainable import WEIGHTS_FILE
+from search.trial import WEIGHTS_FILE
 
 BATCH = 32
 IMAGES = 1000

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from data_pipeline.fer2013 import load_split
-from search.config import MergeConfig
-from search.ensemble import accuracy
-from search.merge import train_merge
-from search.run import find_candidates
-from search.trainable import TEST_FILE, VAL_FILE
+from search.ensemble import train_merge
+from search.metrics import accuracy
+from search.pipeline import find_candidates
+from search.spec import MergeConfig
+from search.trial import TEST_FILE, VAL_FILE
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def bare_loop(args: tuple[str, str, float, int, dict]) -> float:
     import torch.nn.functional as F
 
     from data_pipeline.fer2013 import load_split
-    from search.trainable import augment, build_model, to_tensor
+    from search.trial import augment, build_model, to_tensor
 
     torch.set_num_threads(1)
     x, y = load_split(root, "Training")
@@ -65,8 +65,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    from search.config import ArchSpace, Range, SearchConfig, SearchSpace
-    from search.service import init_ray, search
+    from search.spec import ArchSpace, Range, SearchConfig, SearchSpace
+    from search.tuning import init_ray, search
 
     out = Path(args.out or tempfile.mkdtemp(prefix="search_eff_"))
     cores = os.cpu_count() or 2

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
-from search.trainable import build_model, predict_proba, to_tensor
+from search.trial import build_model, predict_proba, to_tensor
 
 
 def shift_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:

@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from search.cli import format_trials
-    from search.service import init_ray, read_trials, resume, search
     from search.spec import config_from_dict, load_spec
+    from search.tuning import init_ray, read_trials, resume, search
 
     if args.resume:
         if not args.out:

@@ -292,8 +292,7 @@ def _stdout_sink(text: str) -> None:
 
 def submit_spec(args: argparse.Namespace) -> int:
     """The ``submit`` verb: spec + CLI overrides → validated config → Ray Job → logs → result."""
-    from search.preflight import check_submit_address
-    from search.spec import load_spec
+    from search.spec import check_submit_address, load_spec
 
     if not args.address:
         raise SubmitError(f"--address is required: {ADDRESS_HELP}")
@@ -355,8 +354,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_verb(args: argparse.Namespace) -> int:
     """``fersearch submit`` / ``python -m cluster.submit``: errors as one line, exit code 2."""
-    from search.config import SpecError
-    from search.preflight import PreflightError
+    from search.spec import PreflightError, SpecError
 
     try:
         return submit_spec(args)

@@ -16,7 +16,7 @@ def apply_overrides(args: argparse.Namespace, base):
     """Apply the budget/resource flags shared by ``run`` and ``search`` to a base config."""
     import dataclasses
 
-    from search.config import ArchSpace, Resources, SpecError
+    from search.spec import ArchSpace, Resources, SpecError
 
     if args.budget_min is not None and not args.budget_min > 0:
         raise SpecError(f"--budget-min: expected minutes > 0, got {args.budget_min:g}")
@@ -48,7 +48,7 @@ def _default_out(prefix: str) -> Path:
 
 
 def _check_resources(args: argparse.Namespace, cfg) -> None:
-    from search.preflight import check_resources
+    from search.spec import check_resources
 
     res = apply_overrides(args, cfg).resources
     check_resources(res.cpu, res.gpu, getattr(args, "address", None))
@@ -56,16 +56,15 @@ def _check_resources(args: argparse.Namespace, cfg) -> None:
 
 def _connect(args: argparse.Namespace) -> None:
     if getattr(args, "address", None):
-        from search.service import init_ray
+        from search.tuning import init_ray
 
         init_ray(args.address)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search.preflight import check_data
-    from search.presets import demo_config, quick_config
-    from search.progress import route_logs
-    from search.run import format_summary, resolve_data, run
+    from search.pipeline import format_summary, resolve_data, run
+    from search.spec import check_data, demo_config, quick_config
+    from search.tuning import route_logs
 
     started = time.time()
     check_data(args.data)
@@ -86,10 +85,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from search.preflight import check_data
-    from search.progress import route_logs
-    from search.service import resume, search
-    from search.spec import load_spec
+    from search.spec import check_data, load_spec
+    from search.tuning import resume, route_logs, search
 
     if args.resume:
         route_logs(Path(args.resume) / "logs")
@@ -115,7 +112,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _rows(out_dir: Path) -> list[dict]:
-    from search.service import read_trials
+    from search.tuning import read_trials
 
     return read_trials(out_dir)
 
@@ -156,10 +153,10 @@ def format_trials(rows: list[dict], sort: str, columns: tuple[str, ...] | None =
 def _export(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from search.compare import format_rows
-    from search.preflight import check_search_dir
-    from search.run import select_and_export
-    from search.service import search_config
+    from search.ensemble import format_rows
+    from search.pipeline import select_and_export
+    from search.spec import check_search_dir
+    from search.tuning import search_config
 
     check_search_dir(args.search_dir)
     cfg = search_config(Path(args.search_dir))
@@ -172,7 +169,7 @@ def _export(args: argparse.Namespace) -> int:
     print(f"exported {result.chosen.name}{tta} ({len(result.chosen.weights)} members) to {result.export_dir}")
     mode = args.wandb or ("auto" if args.wandb_project else "off")
     if mode != "off":
-        from search.wandb_logging import log_export_artifact
+        from search.tracking import log_export_artifact
 
         project = args.wandb_project or cfg.wandb_project
         run_dir = log_export_artifact(
@@ -183,7 +180,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _trials(args: argparse.Namespace) -> int:
-    from search.preflight import check_search_dir
+    from search.spec import check_search_dir
 
     check_search_dir(args.dir)
     print(format_trials(_rows(Path(args.dir)), args.sort))
@@ -196,8 +193,7 @@ def _predict(args: argparse.Namespace) -> int:
     classified (``--strict``: on anything but ``ok``), else 0."""
     import csv
 
-    from search.export import Predictor
-    from search.predict import STATUSES, csv_header, predict_paths
+    from search.serving import STATUSES, Predictor, csv_header, predict_paths
 
     predictor = Predictor.from_dir(args.export_dir)
     roi = False if args.no_roi else (args.roi or True)
@@ -296,7 +292,7 @@ EXAMPLES = {
   fersearch run --data fer2013.csv.gz             # quick preset: the whole run in 25 minutes
   fersearch run --data fer2013.csv.gz --budget-min 60 --wandb offline""",
     "search": """examples:
-  fersearch search search/specs/example.yaml --data fer2013.csv.gz --out runs/s1
+  fersearch search search/spec/example.yaml --data fer2013.csv.gz --out runs/s1
   fersearch search --resume runs/s1               # finish an interrupted search exactly""",
     "export": """examples:
   fersearch export runs/s1                        # compare ensembles on PublicTest, export the best
@@ -338,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser(
         "search", help="run a search from a YAML spec, or resume one", epilog=EXAMPLES["search"]
     )
-    se.add_argument("spec", nargs="?", help="search spec (YAML); see search/specs/")
+    se.add_argument("spec", nargs="?", help="search spec (YAML); see search/spec/example.yaml")
     se.add_argument("--resume", metavar="DIR", help="finish an interrupted search in DIR")
     se.add_argument("--data", help="override the spec's data")
     se.add_argument("--out", help="search directory (default runs/<name>-<timestamp>)")
@@ -414,15 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "verbose"):  # run, search
-        from search.progress import set_mode
+        from search.tuning import set_mode
 
         set_mode("verbose" if args.verbose else "quiet" if args.quiet else "normal")
     from data_pipeline.fer2013 import DataError
-    from search.config import SpecError
-    from search.export import ExportError
-    from search.predict import InputError
-    from search.preflight import PreflightError
-    from search.tuner import SearchFailed
+    from search.serving import ExportError, InputError
+    from search.spec import PreflightError, SpecError
+    from search.tuning import SearchFailed
 
     try:
         return args.func(args)

@@ -65,8 +65,8 @@ def untrained_export(root: Path, onnx: bool = True) -> Path:
     import numpy as np
     import torch
 
-    from search.export import Member, export_ensemble
-    from search.trainable import build_model, predict_proba, save_checkpoint
+    from search.serving import Member, export_ensemble
+    from search.trial import build_model, predict_proba, save_checkpoint
 
     classes = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
     torch.manual_seed(0)
@@ -87,7 +87,7 @@ def served_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def served(served_dir):
-    from search.export import Predictor
+    from search.serving import Predictor
 
     return Predictor.from_dir(served_dir)
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from data_pipeline.synth import write_fer2013_csv
-from search.config import ArchSpace, Range, SearchConfig, SearchSpace
-from search.plan import CosineCycles, TrialPlan, cycle_ends, plan_search, progress, rung_fractions
+from search.spec import ArchSpace, Range, SearchConfig, SearchSpace
+from search.trial import CosineCycles, TrialPlan, cycle_ends, plan_search, progress, rung_fractions
 
 TINY = SearchSpace(archs=(ArchSpace("mini_xception", {"width": (0.5,)}),), lr=Range(1e-3, 3e-3, log=True))
 
@@ -68,7 +68,7 @@ def test_the_search_plan_fills_the_budget_with_rounds_of_long_trials():
 
 
 def _run(cfg: SearchConfig, csv: Path, out: Path):
-    from search.run import run
+    from search.pipeline import run
 
     return run(csv, out, cfg, synthetic=True)
 
@@ -115,9 +115,8 @@ def test_a_planned_run_ends_within_its_budget_with_snapshot_candidates(tmp_path,
 def test_a_trial_stopped_at_a_rung_has_annealed(tmp_path, ray_local, synth_csv):
     """Two rounds: ASHA compares trials at the end of their first cosine cycle; the ones it stops there
     end with the learning rate at zero, the survivors restart and anneal again at their last epoch."""
-    from search.plan import SearchPlan
-    from search.service import load_trial_data, prepare_variants
-    from search.tuner import run_search
+    from search.trial import SearchPlan
+    from search.tuning import load_trial_data, prepare_variants, run_search
 
     out = tmp_path / "s"
     data = load_trial_data(prepare_variants(synth_csv, out, ("original",)))
@@ -149,7 +148,7 @@ def test_a_trial_stopped_at_a_rung_has_annealed(tmp_path, ray_local, synth_csv):
 def test_exact_resume_gives_bit_identical_weights(tmp_path):
     """A trial stopped after epoch 2 and resumed from its checkpoint in a fresh TrialCheckpoint restore
     trains on to the same weights, bit for bit, as the same trial run without a stop."""
-    from search.trainable import Recipe, TrialCheckpoint, TrialState, build_model, train_one_epoch
+    from search.trial import Recipe, TrialCheckpoint, TrialState, build_model, train_one_epoch
 
     torch.set_num_threads(1)
     rng_data = np.random.default_rng(0)

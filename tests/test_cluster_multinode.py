@@ -29,7 +29,7 @@ CPU_NOTE = "trial asked for 0.5 GPU but CUDA is not available: training on CPU"
 
 
 def _config(**changes):
-    from search.config import ArchSpace, Range, Resources, SearchConfig, SearchSpace
+    from search.spec import ArchSpace, Range, Resources, SearchConfig, SearchSpace
 
     space = SearchSpace(
         archs=(ArchSpace("mini_xception", {"width": (0.5,)}),), lr=Range(1e-3, 3e-3, log=True), dropout=(0.1,)
@@ -115,7 +115,7 @@ def driver_node_loss(work: Path) -> dict:
     """Head + workers a, b; once a trial has finished and another trial on ``a`` is between epochs, node
     ``a`` is SIGKILLed (raylet, workers and all) and a fresh node ``c`` joins, as an autoscaler would."""
     from cluster.placement import trial_nodes, trial_rows
-    from search.service import search
+    from search.tuning import search
 
     d = _Driver(work)
     out = work / "s"
@@ -178,8 +178,8 @@ def driver_gpu_packing(work: Path) -> dict:
     import ray
 
     from cluster.placement import trial_nodes
-    from search.config import Resources
-    from search.service import search
+    from search.spec import Resources
+    from search.tuning import search
 
     d = _Driver(work)
     samples: list[dict] = []

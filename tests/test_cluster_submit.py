@@ -201,7 +201,7 @@ def test_submit_verb_mounts_on_the_fersearch_parser():
 
 
 def _cfg_for_overrides():
-    from search.config import SearchConfig
+    from search.spec import SearchConfig
 
     return SearchConfig(name="o")
 

@@ -28,8 +28,8 @@ def driver(work: Path) -> dict:
 
     from data_pipeline.prepare import prepare_fer2013
     from data_pipeline.synth import write_fer2013_csv
-    from search.service import load_trial_data
-    from search.trial_ddp import best_train_checkpoint, ddp_trainable, read_rank_evidence
+    from search.trial import best_train_checkpoint, ddp_trainable, read_rank_evidence
+    from search.tuning import load_trial_data
 
     tmp = Path(tempfile.mkdtemp(prefix="fst", dir="/tmp"))
     try:

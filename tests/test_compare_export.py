@@ -13,11 +13,11 @@ from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
 from data_pipeline.synth import write_fer2013_csv
 from search.cli import main
-from search.compare import bootstrap_ci, choose
-from search.config import MergeConfig
-from search.export import Predictor
-from search.run import find_candidates, select_and_export
-from search.trainable import build_model, predict_proba, save_checkpoint
+from search.ensemble import bootstrap_ci, choose
+from search.pipeline import find_candidates, select_and_export
+from search.serving import Predictor
+from search.spec import MergeConfig
+from search.trial import build_model, predict_proba, save_checkpoint
 
 SMALL_MERGE = MergeConfig(phase1_epochs=1, phase2_epochs=1, batch_size=64)
 
@@ -93,7 +93,7 @@ def test_export_picks_on_public_test_and_round_trips(search_dir, tmp_path):
 
 def test_export_cli_logs_the_export_to_wandb(search_dir, tmp_path, capsys, monkeypatch):
     """``fersearch export --merge-bases 0 --wandb-project``: real selection, real offline W&B."""
-    from search.wandb_logging import read_offline_artifacts
+    from search.tracking import read_offline_artifacts
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -169,7 +169,7 @@ def test_merge_net_trains_in_two_phases_and_never_reads_private_test_labels(sear
 
     import pyarrow.parquet as pq
 
-    from search.merge import train_merge
+    from search.ensemble import train_merge
 
     cands = find_candidates(search_dir, top_k=2)
     first = train_merge(cands, search_dir / "data", tmp_path / "a", SMALL_MERGE)
@@ -203,9 +203,8 @@ def pa_array(values, type_):
 
 
 def test_an_ensemble_with_the_merge_net_exports_and_both_backends_agree(search_dir, tmp_path):
-    from search.compare import Candidate
-    from search.export import Member, export_ensemble
-    from search.merge import train_merge
+    from search.ensemble import Candidate, train_merge
+    from search.serving import Member, export_ensemble
 
     cands = find_candidates(search_dir, top_k=3)
     train_merge(cands, search_dir / "data", tmp_path / "merge", SMALL_MERGE)

@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from search.ensemble import accuracy, bagged_select, greedy_select, load_val_probs
-from search.trainable import TEST_FILE, VAL_FILE
+from search.ensemble import bagged_select, greedy_select, load_val_probs
+from search.metrics import accuracy
+from search.trial import TEST_FILE, VAL_FILE
 
 
 def _candidates(n_models: int, n_rows: int, seed: int):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from search.cli import main
-from search.export import ExportError, Member, Predictor, export_ensemble
-from search.trainable import WEIGHTS_FILE, build_model, predict_proba, save_checkpoint
+from search.serving import ExportError, Member, Predictor, export_ensemble
+from search.trial import WEIGHTS_FILE, build_model, predict_proba, save_checkpoint
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 

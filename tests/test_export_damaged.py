@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from search.cli import main
-from search.export import ExportError, Predictor, verify_export
+from search.serving import ExportError, Predictor, verify_export
 from tests.conftest import untrained_export
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]

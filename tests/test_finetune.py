@@ -1,4 +1,5 @@
-"""search/finetune.py: checkpoints reload as models, the classifier can be swapped, fit keeps the best."""
+"""search/trial/finetune.py: checkpoints reload as models, the classifier can be swapped, fit keeps the
+best."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ import torch
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
 from data_pipeline.synth import write_fer2013_csv
-from search.ensemble import accuracy
-from search.finetune import FitConfig, fit, load_checkpoint_model, replace_head
-from search.trainable import build_model, predict_proba, save_checkpoint
+from search.metrics import accuracy
+from search.trial import (
+    FitConfig,
+    build_model,
+    fit,
+    load_checkpoint_model,
+    predict_proba,
+    replace_head,
+    save_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from data_pipeline import preprocess as pp
 from search.cli import main
-from search.predict import NO_FACE, face_box_crop, load_gray, predict_paths, preprocess_config
+from search.serving import NO_FACE, face_box_crop, load_gray, predict_paths, preprocess_config
 from tests.conftest import SHARED_DATA
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]

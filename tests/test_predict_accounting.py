@@ -18,7 +18,7 @@ from data_pipeline import synth
 from data_pipeline.config import PrepareConfig, SourceConfig
 from data_pipeline.prepare import prepare
 from search.cli import main
-from search.predict import MIN_SIDE, predict_paths
+from search.serving import MIN_SIDE, predict_paths
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 

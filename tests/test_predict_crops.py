@@ -20,8 +20,8 @@ def fer2013_export(root, rows: int = 12000, epochs: int = 2):
     exports are (whole-face crops: served through the face box)."""
     import torch
 
-    from search.export import Member, export_ensemble
-    from search.trainable import build_model, predict_proba, save_checkpoint, train_one_epoch
+    from search.serving import Member, export_ensemble
+    from search.trial import build_model, predict_proba, save_checkpoint, train_one_epoch
 
     x, y = [], []
     with gzip.open(FER2013, "rt") as f:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.compare import Row
-from search.report import per_class
-from search.report_html import warnings_for, write_report
+from search.ensemble import Row
+from search.metrics import per_class
+from search.reporting import warnings_for, write_report
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy"]
 T0 = 1_800_000_000.0

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from data_pipeline.fer2013 import check_header
-from search.run import DATA_ENV, default_data_locations, resolve_data
+from search.pipeline import DATA_ENV, default_data_locations, resolve_data
 
 
 def test_explicit_data_wins(tmp_path):

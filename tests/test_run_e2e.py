@@ -9,9 +9,9 @@ import pytest
 
 from data_pipeline.fer2013 import load_split
 from data_pipeline.synth import write_fer2013_csv
-from search.config import ArchSpace, MergeConfig, Range, SearchConfig, SearchSpace
-from search.export import Predictor
-from search.run import format_summary, run
+from search.pipeline import format_summary, run
+from search.serving import Predictor
+from search.spec import ArchSpace, MergeConfig, Range, SearchConfig, SearchSpace
 
 
 @pytest.mark.slow
@@ -58,7 +58,7 @@ def test_run_end_to_end_on_synthetic(tmp_path, ray_local, monkeypatch):
     bases = summary["merge"]["base_names"]
     assert sorted(n.split("@")[0] for n in bases) == sorted(t.trial_id for t in result.trials), bases
     assert {r["strategy"] for r in summary["comparison"]} >= {"merge net", "greedy + merge net"}
-    from search.wandb_logging import read_offline_artifacts
+    from search.tracking import read_offline_artifacts
 
     logged = {
         a["type"]

@@ -5,17 +5,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.config import (
-    ArchSpace,
-    Range,
-    SearchConfig,
-    SearchSpace,
-    SpecError,
-)
-from search.spec import config_from_dict, load_spec
-from search.tuner import DefineSpace
+from search.spec import ArchSpace, Range, SearchConfig, SearchSpace, SpecError, config_from_dict, load_spec
+from search.tuning import DefineSpace
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "search" / "specs" / "example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "search" / "spec" / "example.yaml"
 
 
 def test_example_spec_loads_into_typed_config():
@@ -118,7 +111,7 @@ def test_conditional_space_samples_valid_configs_only():
 def test_optuna_storage_is_a_journal_file_by_default_and_an_rdb_url_when_given(tmp_path):
     from optuna.storages import JournalStorage, RDBStorage
 
-    from search.tuner import _optuna_storage
+    from search.tuning.tuner import _optuna_storage
 
     assert isinstance(_optuna_storage(SearchConfig(), tmp_path), JournalStorage)
     url = f"sqlite:///{tmp_path / 'studies.db'}"

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from data_pipeline.synth import write_fer2013_csv
-from search.config import ArchSpace, Range, SearchConfig, SearchSpace
-from search.service import pareto_front, read_trials, resume, search
-from search.wandb_logging import read_offline_run
+from search.spec import ArchSpace, Range, SearchConfig, SearchSpace
+from search.tracking import read_offline_run
+from search.tuning import pareto_front, read_trials, resume, search
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = SearchSpace(

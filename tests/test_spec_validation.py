@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.config import MergeConfig, Range, SearchConfig, SearchSpace, SpecError
-from search.spec import config_from_dict
+from search.spec import MergeConfig, Range, SearchConfig, SearchSpace, SpecError, config_from_dict
 from tests.conftest import run_cli_calls
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from data_pipeline.synth import write_fer2013_csv
-from search.config import ArchSpace, Range, SearchConfig, SearchSpace
-from search.trial_states import (
+from search.spec import ArchSpace, Range, SearchConfig, SearchSpace
+from search.tuning import (
     CUT,
     DID_NOT_LEARN,
     DONE,
@@ -59,7 +59,7 @@ def test_open_optuna_trials_are_settled():
 
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory, ray_local):
-    from search.service import load_trial_data, prepare_variants
+    from search.tuning import load_trial_data, prepare_variants
 
     root = tmp_path_factory.mktemp("states")
     csv_path = write_fer2013_csv(root / "synth.csv.gz", n_rows=900, seed=5)
@@ -74,8 +74,7 @@ def _states(out) -> dict[str, str]:
 @pytest.mark.slow
 def test_pruned_and_cut_trials_everywhere(tmp_path, synth_data, capsys):
     from search.cli import main
-    from search.service import write_trials_table
-    from search.tuner import run_search
+    from search.tuning import run_search, write_trials_table
 
     _, data = synth_data
     # ASHA compares at epoch 1: the two 1e-6 trials are stopped there
@@ -117,7 +116,7 @@ def test_pruned_and_cut_trials_everywhere(tmp_path, synth_data, capsys):
 
 
 def test_a_search_without_a_usable_trial_fails_with_one_line(tmp_path):
-    from search.tuner import SearchFailed, TrialRecord
+    from search.tuning import SearchFailed, TrialRecord
 
     def rec(i: str, status: str, error: str | None = None) -> TrialRecord:
         return TrialRecord(i, "mini_xception", 5.0, 0.0, {}, 0.25, 3, 1, None, status, error)

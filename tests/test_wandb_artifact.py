@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from search.wandb_logging import log_export_artifact, read_offline_artifacts, read_offline_run
+from search.tracking import log_export_artifact, read_offline_artifacts, read_offline_run
 
 MEMBERS = [
     {"file": "member_0.safetensors", "trial_id": "t0", "arch": "cnn5", "arch_kwargs": {}, "weight": 0.75,

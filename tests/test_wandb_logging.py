@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from search.wandb_logging import (
+from search.tracking import (
     inline_images,
     log_export_artifact,
     read_offline_meta,
@@ -33,7 +33,7 @@ DRIVER = textwrap.dedent(
     import ray
     from ray import tune
 
-    from search.config import SearchConfig
+    from search.spec import SearchConfig
     from search.wandb_logging import log_summary, wandb_callback
 
     out = Path(sys.argv[1])

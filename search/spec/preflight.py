@@ -1,7 +1,7 @@
 """Checks that run before Ray starts and before a run folder exists: what the environment cannot give
 (a data file that is not there, a GPU this machine lacks, more CPUs per trial than it has) ends in one
 ``fersearch: error: …`` line that names the flag and the fix, instead of a trial PENDING for the whole
-budget or a traceback after the data was prepared. Spec values themselves are checked by search.config.
+budget or a traceback after the data was prepared. Spec values themselves are checked by search.spec.config.
 """
 
 from __future__ import annotations

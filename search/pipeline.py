@@ -10,16 +10,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data_pipeline.fer2013 import CLASSES
-from search.compare import GREEDY, GREEDY_MERGE, Candidate, Row, Strategy, compare, format_rows
-from search.config import MergeConfig, SearchConfig
-from search.export import Member, export_ensemble
-from search.merge import MERGE_DIR, train_merge
-from search.presets import demo_config, quick_config
-from search.report_html import write_report
-from search.service import search, trial_row
-from search.trainable import TRIAL_FILE, VAL_FILE
-from search.trial_states import ChanceLevel, count_states
-from search.tuner import SearchFailed, TrialRecord
+from search.ensemble import (
+    GREEDY,
+    GREEDY_MERGE,
+    MERGE_DIR,
+    Candidate,
+    Row,
+    Strategy,
+    compare,
+    format_rows,
+    train_merge,
+)
+from search.reporting import write_report
+from search.serving import Member, export_ensemble
+from search.spec import MergeConfig, SearchConfig, demo_config, quick_config
+from search.trial import TRIAL_FILE, VAL_FILE
+from search.tuning import ChanceLevel, SearchFailed, TrialRecord, count_states, search, trial_row
 
 DATA_ENV = "FERSEARCH_FER2013"
 SYNTH_ROWS = 6000
@@ -244,7 +250,7 @@ def run(
         merge = dataclasses.replace(merge, bases=0)
     exported = select_and_export(out, cfg.top_k, merge=merge, bags=cfg.ensemble_bags)
     if cfg.wandb != "off":
-        from search.wandb_logging import log_export_artifact, wandb_mode
+        from search.tracking import log_export_artifact, wandb_mode
 
         run_dir = log_export_artifact(
             exported.export_dir, project=cfg.wandb_project, mode=wandb_mode(cfg.wandb), dir=out / "wandb",

@@ -4,7 +4,7 @@ then TPE explores."""
 
 from __future__ import annotations
 
-from search.config import ArchSpace, MergeConfig, Range, SearchConfig, SearchSpace
+from search.spec.config import ArchSpace, MergeConfig, Range, SearchConfig, SearchSpace
 
 # (paper, arch, optimizer, lr, batch size, class-weighted loss, schedule, dropout)
 PAPER_RECIPES: tuple[tuple[str, str, str, float, int, bool, str, float], ...] = (

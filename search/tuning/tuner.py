@@ -11,10 +11,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.config import Domain, Range, SearchConfig
-from search.plan import PROGRESS, PROGRESS_MAX, SearchPlan, rung_fractions
-from search.trainable import FINISHED, HPARAMS, TRIAL_FILE, VAL_FILE, TrialData, train_fer
-from search.trial_states import (
+from search.spec import Domain, Range, SearchConfig
+from search.trial import (
+    FINISHED,
+    HPARAMS,
+    PROGRESS,
+    PROGRESS_MAX,
+    TRIAL_FILE,
+    VAL_FILE,
+    SearchPlan,
+    TrialData,
+    rung_fractions,
+    train_fer,
+)
+from search.tuning.states import (
     DID_NOT_LEARN,
     PRUNED_FILE,
     ChanceLevel,
@@ -27,7 +37,7 @@ from search.trial_states import (
 METRIC = "val_acc"
 MODES = {"val_acc": "max", "latency_ms": "min", "params": "min"}
 EXPERIMENT = "tune"
-#: Tune keeps each trial's checkpoints by this score (search.trainable.keep_score): snapshots first.
+#: Tune keeps each trial's checkpoints by this score (search.trial.trainable.keep_score): snapshots first.
 KEEP_SCORE = "keep_score"
 #: Tune's own cut comes this long after a budget plan's deadline: trials plan to end by the deadline, the
 #: cut only catches one that misjudged its pace.
@@ -133,7 +143,7 @@ def _trainable(cfg: SearchConfig, data: TrialData, storage: Path):
     from ray import tune
 
     if cfg.workers_per_trial > 1:
-        from search.trial_ddp import ddp_trainable
+        from search.trial import ddp_trainable
 
         return ddp_trainable(data, storage, max_failures=cfg.max_failures)
     return tune.with_resources(
@@ -176,7 +186,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    from search.honest_tune import HonestOptunaSearch, RecordingASHA
+    from search.tuning.honest import HonestOptunaSearch, RecordingASHA
 
     storage = storage.resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -230,7 +240,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
         )
     else:
         scheduler = FIFOScheduler()
-    from search.progress import ProgressView, mode, silence_tune_reporter
+    from search.tuning.progress import ProgressView, mode, silence_tune_reporter
 
     silence_tune_reporter()
 
@@ -241,7 +251,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
     )  # fmt: skip
     callbacks: list = [view]
     if cfg.wandb != "off":
-        from search.wandb_logging import wandb_callback
+        from search.tracking import wandb_callback
 
         callbacks.append(wandb_callback(cfg, storage))
     return tune.Tuner(
@@ -322,7 +332,7 @@ def _record(result, experiment_path: str, local: Path, pruned: set[str], chance:
     metrics = result.metrics or {}
     ckpt = best_kept_checkpoint(result, experiment_path, local)
     if ckpt is None and metrics.get("checkpoint_path"):
-        from search.trial_ddp import best_train_checkpoint
+        from search.trial import best_train_checkpoint
 
         ckpt = best_train_checkpoint(Path(metrics["checkpoint_path"]).parent)
     best_epoch, val_acc, val_loss, saved_cfg = 0, -1.0, None, {}

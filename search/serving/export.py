@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from models import create_model
-from search.trainable import NORM_MEAN, NORM_STD, WEIGHTS_FILE, predict_proba
+from search.trial import NORM_MEAN, NORM_STD, WEIGHTS_FILE, predict_proba
 
 FORMAT = "fersearch-ensemble/1"
 ONNX_FILE = "model.onnx"

@@ -1,5 +1,5 @@
 """Ray Tune's ASHA and Optuna searcher, told the truth: the scheduler records whom it stopped at a rung
-(:data:`search.trial_states.PRUNED_FILE`), and the searcher tells Optuna such a trial PRUNED."""
+(:data:`search.tuning.states.PRUNED_FILE`), and the searcher tells Optuna such a trial PRUNED."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from search.trial_states import pruned_trials
+from search.tuning.states import pruned_trials
 
 
 class RecordingASHA(ASHAScheduler):

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.compare import Row
-from search.merge import MERGE_DIR
-from search.report import per_class
-from search.service import SPEC_FILE, pareto_front, read_trials
-from search.trainable import CONFUSION_FILE, TRIAL_FILE
+from search.ensemble import MERGE_DIR, Row
+from search.metrics import per_class
+from search.trial import CONFUSION_FILE, TRIAL_FILE
+from search.tuning import SPEC_FILE, pareto_front, read_trials
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"

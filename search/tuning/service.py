@@ -17,11 +17,17 @@ import numpy as np
 
 from data_pipeline.fer2013 import CLASSES, PreparedData, load_split
 from data_pipeline.prepare import prepare_fer2013
-from search.config import SearchConfig
-from search.plan import SearchPlan, plan_search, selection_reserve_s
-from search.spec import config_from_dict
-from search.trainable import CONFUSION_FILE, TrialData, choose_precision, measure_images_per_s
-from search.tuner import MODES, SearchFailed, TrialRecord, run_search, trial_slots
+from search.spec import SearchConfig, config_from_dict
+from search.trial import (
+    CONFUSION_FILE,
+    SearchPlan,
+    TrialData,
+    choose_precision,
+    measure_images_per_s,
+    plan_search,
+    selection_reserve_s,
+)
+from search.tuning.tuner import MODES, SearchFailed, TrialRecord, run_search, trial_slots
 
 SPEC_FILE = "search.json"
 PLAN_FILE = "plan.json"
@@ -40,7 +46,7 @@ def init_ray(address: str | None = None) -> None:
     running cluster, where local-start options such as the dashboard flag are not allowed."""
     import ray
 
-    from search.progress import mode
+    from search.tuning.progress import mode
 
     if ray.is_initialized():
         return
@@ -138,7 +144,7 @@ def search(
             np.load(best.checkpoint / CONFUSION_FILE), data.classes, out / "confusion_best_trial.png"
         )
     if cfg.wandb != "off":
-        from search.wandb_logging import log_summary
+        from search.tracking import log_summary
 
         log_summary(cfg, out, rows, images)
     return SearchRun(out, cfg, prepared, trials)

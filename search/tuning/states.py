@@ -1,6 +1,6 @@
 """Honest trial states: Ray calls a trial that ASHA pruned, one the budget cut and one that finished all
 TERMINATED, and Ray's Optuna searcher tells Optuna a pruned trial COMPLETE and a cut one nothing (RUNNING
-forever). The scheduler (:mod:`search.honest_tune`) writes down whom it stopped, so every table and the
+forever). The scheduler (:mod:`search.tuning.honest`) writes down whom it stopped, so every table and the
 Optuna study can say which of these happened. No Ray import here: the tables and the CLI read states.
 """
 

@@ -1,13 +1,13 @@
-"""YAML specs and plain mappings → a validated :class:`~search.config.SearchConfig`, optionally starting
-from a preset (:mod:`search.presets`)."""
+"""YAML specs and plain mappings → a validated :class:`~search.spec.config.SearchConfig`, optionally starting
+from a preset (:mod:`search.spec.presets`)."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
 
-from search.config import SearchConfig, SpecError, shown
-from search.presets import PRESETS
+from search.spec.config import SearchConfig, SpecError, shown
+from search.spec.presets import PRESETS
 
 # ---- YAML / dict → typed config --------------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def fer_ddp_worker(config: dict) -> None:
         multiclass_f1_score,
     )
 
-    from search.trainable import (
+    from search.trial.trainable import (
         Recipe,
         arch_kwargs_of,
         build_model,

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from data_pipeline.fer2013 import load_split
-from search.ensemble import accuracy
-from search.trainable import (
+from search.metrics import accuracy
+from search.trial.trainable import (
     TRIAL_FILE,
     VAL_FILE,
     WEIGHTS_FILE,

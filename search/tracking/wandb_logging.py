@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from search.config import SearchConfig
+from search.spec import SearchConfig
 
 
 def wandb_mode(requested: str) -> str:
@@ -177,7 +177,8 @@ def log_export_artifact(
     dir: str | Path | None = None,
     report: str | Path | None = None,
 ) -> str:
-    """Log an export directory (``search/export.py``) as a W&B artifact of type ``model``; return the run dir.
+    """Log an export directory (``search/serving/export.py``) as a W&B artifact of type ``model``; return the
+    run dir.
 
     The artifact holds the export's files (``model.onnx``, ``member_*.safetensors``, ``manifest.json``) and
     carries the manifest's classes, members (arch, kwargs, weight, PublicTest accuracy) and metrics as

@@ -30,7 +30,7 @@ from torchmetrics.functional.classification import (
 from data_pipeline.dataset import CLASSES
 from data_pipeline.dataset import class_weights as dataset_class_weights
 from models import create_model
-from search.plan import PROGRESS, CosineCycles, TrialPlan, progress
+from search.trial.plan import PROGRESS, CosineCycles, TrialPlan, progress
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5

@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from data_pipeline.fer2013 import load_split
-from search.ensemble import Selection, accuracy, bagged_select, greedy_select, load_val_probs
-from search.report import scores
-from search.trainable import TEST_FILE, TRIAL_FILE, VAL_FILE, WEIGHTS_FILE, build_model, predict_proba
+from search.ensemble.selection import Selection, bagged_select, greedy_select, load_val_probs
+from search.metrics import accuracy, scores
+from search.trial import TEST_FILE, TRIAL_FILE, VAL_FILE, WEIGHTS_FILE, build_model, predict_proba
 
 
 @dataclass(frozen=True)

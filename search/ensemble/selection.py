@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from search.trainable import VAL_FILE
+from search.metrics import accuracy
+from search.trial import VAL_FILE
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,6 @@ class Selection:
         """Weighted average of the members' probabilities (any split, same candidate order)."""
         w = self.weights
         return sum(w[i] * probs[i] for i in self.members)
-
-
-def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(probs.argmax(axis=1) == labels))
 
 
 def _check_candidates(caller: str, val_probs: Sequence[np.ndarray], val_labels: np.ndarray) -> None:

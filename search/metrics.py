@@ -1,10 +1,15 @@
-"""Scores for the final report (accuracy, macro-F1 through torchmetrics)."""
+"""Scores shared by trials, selection and the final report (accuracy, macro-F1 through torchmetrics)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of class probabilities (or logits) against integer labels."""
+    return float(np.mean(probs.argmax(axis=1) == labels))
 
 
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:

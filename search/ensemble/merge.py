@@ -24,9 +24,9 @@ from safetensors.torch import save_file
 
 from data_pipeline.fer2013 import load_split
 from models import ParallelMerge
-from search.config import MergeConfig
-from search.ensemble import accuracy
-from search.trainable import TEST_FILE, TRIAL_FILE, VAL_FILE, WEIGHTS_FILE, to_tensor, train_one_epoch
+from search.metrics import accuracy
+from search.spec import MergeConfig
+from search.trial import TEST_FILE, TRIAL_FILE, VAL_FILE, WEIGHTS_FILE, to_tensor, train_one_epoch
 
 MERGE_DIR = "merge"
 
@@ -71,7 +71,8 @@ def _evaluate(
 
 
 def build_merge(candidates: Sequence, num_classes: int, dropout: float) -> ParallelMerge:
-    """Wrap the candidates' trained models (``search.compare.Candidate``) as the bases of one net."""
+    """Wrap the candidates' trained models (:class:`~search.ensemble.comparison.Candidate`) as the bases of
+    one net."""
     bases = [c.load(num_classes) for c in candidates]
     specs = [{"arch": c.arch, "kwargs": {**c.arch_kwargs, "dropout": c.dropout}} for c in candidates]
     model = ParallelMerge.from_trained(bases, base_specs=specs, dropout=dropout)

@@ -384,8 +384,8 @@ class Resources(_KnownKeys):
 
 @_spec("merge")
 class MergeConfig(_KnownKeys):
-    """The parallel-merge net built from the top trials after the search (search/merge.py); ``bases: 0``
-    turns it off. ``time_budget_s`` bounds its training (checked after each epoch)."""
+    """The parallel-merge net built from the top trials after the search (search/ensemble/merge.py);
+    ``bases: 0`` turns it off. ``time_budget_s`` bounds its training (checked after each epoch)."""
 
     bases: NonNegative = 3
     phase1_epochs: NonNegative = 3
@@ -414,7 +414,7 @@ Name = Annotated[str, Strict(), Field(min_length=1, pattern=r"^[^/\\]+$")]
 class SearchConfig(_KnownKeys):
     """One search: space, objectives, budget, resources, storage and logging.
 
-    ``run_budget_s`` turns on the budget planner (search/plan.py): the whole ``fersearch run`` (data,
+    ``run_budget_s`` turns on the budget planner (search/trial/plan.py): the whole ``fersearch run`` (data,
     search, selection, export) fits in it, and the planner sets the number of trials, their time and the
     search's time budget from the throughput measured on this machine (``num_samples`` and
     ``time_budget_s`` are then ignored; ``max_epochs`` only caps a trial). ``cycles``: cosine cycles per

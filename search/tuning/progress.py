@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from search.trainable import FINISHED
-from search.trial_states import CUT, DONE, FAILED, PRUNED, pruned_trials
+from search.trial import FINISHED
+from search.tuning.states import CUT, DONE, FAILED, PRUNED, pruned_trials
 
 #: "normal" (these lines), "quiet" (none) or "verbose" (these and Ray's own output); set by the CLI.
 MODES = ("normal", "quiet", "verbose")
