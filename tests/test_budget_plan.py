@@ -12,7 +12,15 @@ import torch
 
 from data_pipeline.synth import write_fer2013_csv
 from search.spec import ArchSpace, Range, SearchConfig, SearchSpace
-from search.trial import CosineCycles, TrialPlan, cycle_ends, plan_search, progress, rung_fractions
+from search.trial import (
+    CosineCycles,
+    TrialPlan,
+    cycle_ends,
+    measure_images_per_s,
+    plan_search,
+    progress,
+    rung_fractions,
+)
 
 TINY = SearchSpace(archs=(ArchSpace("mini_xception", {"width": (0.5,)}),), lr=Range(1e-3, 3e-3, log=True))
 
@@ -184,3 +192,11 @@ def test_exact_resume_gives_bit_identical_weights(tmp_path):
     epochs(model, recipe, gen, rng, 3, 4)
     for k, v in model.state_dict().items():
         assert torch.equal(v, straight[k]), k
+
+
+def test_pace_is_measured_through_the_training_step_at_each_precision():
+    for precision in ("fp32", "bf16"):
+        rate = measure_images_per_s(
+            "mini_xception", {"width": 0.5}, 1, 8, seconds=0, precision=precision, warmup=0, min_steps=1
+        )
+        assert 0 < rate < 1e6, (precision, rate)

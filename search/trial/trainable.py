@@ -684,24 +684,24 @@ def measure_images_per_s(
     precision: str = "fp32", warmup: int = 3, min_steps: int = 3,
 ) -> float:  # fmt: skip
     """Training images per second of one trial of ``arch`` on ``threads`` threads of this machine: a short
-    timed burst of real augmented forward/backward/step on random pixels (forward under ``precision``, as
-    :func:`train_epoch` runs it), after a few warm-up steps."""
+    timed burst of :func:`train_one_epoch` steps (augmentation, forward under ``precision``, backward,
+    optimiser) on random pixels, after a few warm-up steps."""
     prev = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
         model = build_model(arch, 7, 0.0, arch_kwargs)
         opt = torch.optim.Adam(model.parameters(), 1e-3)
         gen = torch.Generator().manual_seed(0)
-        x = torch.rand(batch_size, 1, side, side).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 7, (batch_size,), generator=gen)
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (batch_size, side, side), dtype=np.uint8)
+        y = rng.integers(0, 7, batch_size)
+        one_batch = np.arange(batch_size)
 
         def step() -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = model(augment(x, gen))
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_one_epoch(
+                model, opt, x, y, batch_size=batch_size, gen=gen, rng=None, order=one_batch,
+                precision=precision,
+            )  # fmt: skip
 
         for _ in range(warmup):
             step()
