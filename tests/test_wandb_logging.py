@@ -34,7 +34,7 @@ DRIVER = textwrap.dedent(
     from ray import tune
 
     from search.spec import SearchConfig
-    from search.wandb_logging import log_summary, wandb_callback
+    from search.tracking import log_summary, wandb_callback
 
     out = Path(sys.argv[1])
     cfg = SearchConfig(name="demo", wandb="offline")
