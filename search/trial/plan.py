@@ -105,6 +105,17 @@ class TrialPlan:
         epochs = min(epochs, max(max_epochs, done))
         return cls.fixed(epochs, cycles, ratio)
 
+    def last_cycle_mid(self) -> int:
+        """The middle epoch of the last cosine cycle: where a budgeted trial re-plans once more, late enough
+        for a steady pace, early enough that a longer or shorter last cycle still anneals smoothly."""
+        start = self.ends[-2] if len(self.ends) > 1 else 0
+        return (start + self.epochs) // 2
+
+    def with_last_cycle_to(self, epochs: int) -> TrialPlan:
+        """This plan with its last cycle ending at ``epochs`` (earlier cycle ends, already trained, kept)."""
+        kept = tuple(e for e in self.ends[:-1] if e < epochs)
+        return TrialPlan(epochs, (*kept, epochs))
+
     def late(self, epoch: int) -> bool:
         """In the last fifth of the plan, where the schedule has annealed enough for a snapshot to be an
         ensemble member worth its PrivateTest pass."""

@@ -313,7 +313,8 @@ def fixed_plan(config: dict) -> TrialPlan:
 
 
 #: A budgeted trial's first epoch runs at the peak LR (a cycle that never ends), then the plan is fixed
-#: from its pace, and fixed again after REPLAN_EPOCH from the steady pace (start-up costs excluded).
+#: from its pace, fixed again after REPLAN_EPOCH from the steady pace (start-up costs excluded), and once
+#: more in the middle of its last cycle (:meth:`TrialPlan.last_cycle_mid`).
 PROVISIONAL_END = 10**6
 REPLAN_EPOCH = 3
 #: Reported True on a trial's last epoch when it ends by itself (its plan done, or early stopping), so a
@@ -579,17 +580,23 @@ def train_fer(config: dict, data: TrialData) -> None:
             val_probs, val_t, scores = score_public()
             eval_s = time.perf_counter() - t1
         marks.append((time.time(), time.perf_counter() - t1))
-        if budget_s and (state.plan is None or (epoch == REPLAN_EPOCH and len(marks) > 1)):
-            # plan the rest from the measured pace: after the first epoch (its start-up included), then once
-            # more from the steady epochs 2..REPLAN_EPOCH, while the cosine is still near its peak
+        replan_mid = (
+            budget_s and state.plan is not None and len(marks) > 1 and REPLAN_EPOCH < epoch
+            and epoch == state.plan.last_cycle_mid()
+        )  # fmt: skip
+        if budget_s and (state.plan is None or (epoch == REPLAN_EPOCH and len(marks) > 1) or replan_mid):
+            # plan the rest from the measured pace: after the first epoch (its start-up included), once more
+            # from the steady epochs 2..REPLAN_EPOCH while the cosine is still near its peak, and in the
+            # middle of the last cycle, which then ends where the time does (earlier cycle ends stay put)
             if len(marks) == 1:
                 pace = marks[0][0] - start - marks[0][1]
             else:
                 pace = (marks[-1][0] - marks[0][0] - sum(e for _, e in marks[1:])) / (len(marks) - 1)
-            state.plan = TrialPlan.from_pace(
+            fitted = TrialPlan.from_pace(
                 epoch_s=pace, eval_s=eval_s, remaining_s=PACE_MARGIN * (state.deadline - time.time()),
                 max_epochs=max_epochs, cycles=cycles, ratio=ratio, done=epoch,
             )  # fmt: skip
+            state.plan = state.plan.with_last_cycle_to(fitted.epochs) if replan_mid else fitted
             recipe.replan(state.plan, epoch)
             print(f"epoch {epoch}: planned {state.plan.epochs} epochs, cycles end at {list(state.plan.ends)}")
             if not evaluate and state.plan.scored(epoch):  # the new plan ends a cycle here, or starts later
