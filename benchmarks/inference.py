@@ -33,14 +33,14 @@ import torch
 from safetensors.torch import save_file
 
 from models import create_model
+from search.ensemble import Candidate, WeightedEnsemble
 from search.serving.export import (
     ONNX_FILE,
     EnsembleNet,
-    Member,
     Predictor,
-    _load_member,
     export_ensemble,
     export_onnx,
+    load_member,
 )
 from search.trial import WEIGHTS_FILE
 
@@ -76,8 +76,9 @@ def synthetic_export(out: Path, seed: int = 0) -> Path:
         ckpt.mkdir(parents=True)
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(ckpt / WEIGHTS_FILE))
-        members.append(Member(f"synthetic_{i}", arch, kwargs, 1.0 / len(SYNTH_ARCHS), ckpt, 0.0))
-    return export_ensemble(members, out / "export", classes=CLASSES, metrics={"synthetic": True})
+        members.append(Candidate(f"synthetic_{i}", arch, kwargs, ckpt, 0.0))
+    ensemble = WeightedEnsemble({i: 1.0 / len(members) for i in range(len(members))})
+    return export_ensemble(members, ensemble, out / "export", classes=CLASSES, metrics={"synthetic": True})
 
 
 def batches(pixels: np.ndarray) -> list[np.ndarray]:
@@ -148,7 +149,7 @@ def main() -> None:
     manifest = json.loads((export / "manifest.json").read_text())
     n_classes, tta = len(manifest["classes"]), bool(manifest.get("tta_flip"))
     entries = manifest["members"]
-    modules = [_load_member(export / e["file"], e["arch"], e["arch_kwargs"], n_classes) for e in entries]
+    modules = [load_member(export / e["file"], e["arch"], e["arch_kwargs"], n_classes) for e in entries]
     names = [f"member {i}: {e['arch']}" for i, e in enumerate(entries)]
     nets = [EnsembleNet([m], [1.0], tta) for m in modules]  # a member alone, as it runs in the ensemble
     onnx_paths = [export_onnx(net, work / f"member_{i}.onnx") for i, net in enumerate(nets)]

@@ -320,23 +320,6 @@ class LocalCluster:
         _wait_gone(procs, 10)
         node.alive = False
 
-    def stop_node(self, name: str, grace_s: float = 10) -> None:
-        """Stop node ``name``: SIGTERM to ``ray start`` (it stops its processes), then SIGKILL the rest."""
-        node = self.nodes[name]
-        procs = descendants(node.proc.pid)
-        if node.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                node.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                node.proc.wait(timeout=grace_s)
-        _kill(_wait_gone(procs, grace_s), signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(node.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            node.proc.wait(timeout=5)
-        _wait_gone(procs, 5)
-        node.alive = False
-
     def shutdown(self, grace_s: float = 3) -> None:
         """Stop every node at once: SIGTERM to each ``ray start``, ``grace_s`` to exit, then SIGKILL to all
         that is left of their process trees. (A teardown, not a drain: nothing is waited for.)"""

@@ -8,6 +8,7 @@ a canonical order, no timestamps) so the same inputs and seed give byte-identica
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -73,10 +74,23 @@ class Rows:
     info: dict = field(default_factory=dict)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def file_key(path: str | Path) -> tuple[str, int, int]:
+    """A file's identity for per-process caches: resolved path, size and mtime (a rewrite changes it)."""
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, computed once per process per version of the file (a data variant, a resumed
+    search and the export manifest all ask for the same CSV's)."""
+    return _sha256_of(file_key(path))
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(key: tuple[str, int, int]) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
+    with open(key[0], "rb") as f:
+        while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
 
@@ -231,13 +245,24 @@ def load_split(
     path = root / f"{split}.parquet"
     if not path.is_file():
         raise DataError(f"{path}: missing; run `fersearch data prepare` first")
+    images, labels, soft = _read_split(file_key(path), with_labels, with_soft)
+    copies = tuple(None if a is None else a.copy() for a in (images, labels, soft))  # the cache stays intact
+    return copies if with_soft else copies[:2]
+
+
+@functools.lru_cache(maxsize=8)
+def _read_split(
+    key: tuple[str, int, int], with_labels: bool, with_soft: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """One split decoded once per process (search, selection, merge net and report all read it)."""
+    path = Path(key[0])
     schema = pq.read_schema(path)
     cols = ["image"] + (["label"] if with_labels else [])
     has_soft = "soft" in schema.names
     if with_soft and has_soft:
         cols.append("soft")
     table = pq.read_table(path, columns=cols)
-    m = read_manifest(root)
+    m = read_manifest(path.parent)
     if m and "image" in m:
         h, w = int(m["image"]["height"]), int(m["image"]["width"])
     else:
@@ -245,10 +270,8 @@ def load_split(
         h = w = side
     images = images_of(table["image"], h, w)
     labels = table["label"].to_numpy().astype(np.int64) if with_labels else None
-    if not with_soft:
-        return images, labels
     soft = None
-    if has_soft:
+    if with_soft and has_soft:
         flat = table["soft"].combine_chunks()
         k = flat.type.list_size
         soft = flat.flatten().to_numpy().astype(np.float32).reshape(len(flat), k)

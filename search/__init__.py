@@ -23,18 +23,22 @@ _HOMES = {
     "resume": "search.tuning",
     "TrialRecord": "search.tuning",
     "SearchFailed": "search.tuning",
+    "DataSource": "search.pipeline",
     "run": "search.pipeline",
     "select_and_export": "search.pipeline",
+    "WeightedEnsemble": "search.ensemble",
     "Predictor": "search.serving",
     "predict_paths": "search.serving",
 }
 
 __all__ = [
+    "DataSource",
     "Predictor",
     "SearchConfig",
     "SearchFailed",
     "SearchSpace",
     "TrialRecord",
+    "WeightedEnsemble",
     "demo_config",
     "load_spec",
     "predict_paths",
@@ -46,7 +50,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from search.pipeline import run, select_and_export
+    from search.ensemble import WeightedEnsemble
+    from search.pipeline import DataSource, run, select_and_export
     from search.serving import Predictor, predict_paths
     from search.spec import SearchConfig, SearchSpace, demo_config, load_spec, quick_config
     from search.tuning import SearchFailed, TrialRecord, resume, search

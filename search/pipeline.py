@@ -16,13 +16,13 @@ from search.ensemble import (
     MERGE_DIR,
     Candidate,
     Row,
-    Strategy,
+    WeightedEnsemble,
     compare,
     format_rows,
     train_merge,
 )
 from search.reporting import write_report
-from search.serving import Member, export_ensemble
+from search.serving import export_ensemble
 from search.spec import MergeConfig, SearchConfig, demo_config, quick_config
 from search.trial import TRIAL_FILE, VAL_FILE
 from search.tuning import ChanceLevel, SearchFailed, TrialRecord, count_states, search, trial_row
@@ -38,13 +38,23 @@ def default_data_locations(cwd: Path | None = None) -> list[Path]:
     return found + [cwd / "data" / "fer2013.csv", cwd / "data" / "fer2013.csv.gz"]
 
 
-def resolve_data(data: str | Path | None, out_dir: Path, seed: int = 0) -> tuple[Path, bool]:
-    """The CSV to use and whether it is the embedded synthetic set."""
+@dataclass(frozen=True)
+class DataSource:
+    """The FER2013 CSV a run reads, resolved once (a path given or found, or the embedded synthetic set)
+    and passed on as is, so every stage and ``summary.json`` agree on what was read."""
+
+    path: Path
+    synthetic: bool = False
+
+
+def resolve_data(data: str | Path | None, out_dir: Path, seed: int = 0) -> DataSource:
+    """The CSV to use: ``data`` when given, else the first default location that exists, else the
+    embedded synthetic set written under ``out_dir``."""
     if data is not None:
-        return Path(data), False
+        return DataSource(Path(data))
     for candidate in default_data_locations():
         if candidate.is_file():
-            return candidate, False
+            return DataSource(candidate)
     from data_pipeline.synth import write_fer2013_csv
 
     path = write_fer2013_csv(out_dir / "synthetic" / "fer2013_synth.csv.gz", n_rows=SYNTH_ROWS, seed=seed)
@@ -52,7 +62,7 @@ def resolve_data(data: str | Path | None, out_dir: Path, seed: int = 0) -> tuple
         f"No FER2013 CSV given or found ({', '.join(map(str, default_data_locations()))}): "
         f"using {SYNTH_ROWS} synthetic faces written to {path}"
     )
-    return path, True
+    return DataSource(path, synthetic=True)
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class ExportResult:
 
     candidates: list[Candidate]
     rows: list[Row]
-    chosen: Strategy
+    chosen: WeightedEnsemble
     export_dir: Path
     report: Path
 
@@ -182,11 +192,6 @@ def select_and_export(
     pick = max(greedy, key=lambda r: (r.public_acc, not r.tta))
     strategy = comparison.strategies[(pick.strategy, pick.tta)]
     manifest = json.loads((data_root / "manifest.json").read_text())
-    members = [
-        Member(candidates[i].name, candidates[i].arch, candidates[i].arch_kwargs, w, candidates[i].checkpoint,
-               candidates[i].val_acc)
-        for i, w in strategy.weights.items()
-    ]  # fmt: skip
     metrics = {
         "chosen": {"strategy": pick.strategy, "tta": pick.tta},
         "PublicTest": {"acc": pick.public_acc},
@@ -194,13 +199,13 @@ def select_and_export(
         "comparison": [asdict(r) for r in rows],
     }
     export_dir = export_ensemble(
-        members,
+        candidates,
+        strategy,
         Path(out) if out else root / "export",
         classes=manifest.get("classes", list(CLASSES)),
         metrics=metrics,
         data_manifest=manifest,
         preprocessing=preprocessing_of(manifest),
-        tta=pick.tta,
     )
     (root / "comparison.txt").write_text(format_rows(rows) + "\n")
     confusion = comparison.private_confusion[(pick.strategy, pick.tta)]
@@ -209,22 +214,19 @@ def select_and_export(
 
 
 def run(
-    data: str | Path | None,
+    data: DataSource | str | Path | None,
     out_dir: str | Path,
     cfg: SearchConfig | None = None,
     *,
-    synthetic: bool | None = None,
     started: float | None = None,
 ) -> RunResult:
-    """``synthetic``: whether ``data`` is the embedded synthetic set (when the caller resolved it already);
-    ``started``: when the run began (``time.time()``), so a whole-run budget counts what came before."""
+    """``data``: a resolved :class:`DataSource`, or what :func:`resolve_data` takes; ``started``: when the
+    run began (``time.time()``), so a whole-run budget counts what came before."""
     start = time.time() if started is None else started
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if synthetic is None:
-        csv_path, synthetic = resolve_data(data, out)
-    else:
-        csv_path = Path(data)
+    source = data if isinstance(data, DataSource) else resolve_data(data, out)
+    csv_path, synthetic = source.path, source.synthetic
     if cfg is None:
         cfg = demo_config() if synthetic else quick_config()
     deadline = start + cfg.run_budget_s if cfg.run_budget_s else None
@@ -258,18 +260,18 @@ def run(
         )  # fmt: skip
         print(f"export and report logged to W&B ({cfg.wandb}): {run_dir}")
     result = RunResult(out, searched.trials, exported, time.time() - start)
-    summary = summary_dict(result, cfg, csv_path, synthetic)
+    summary = summary_dict(result, cfg, source)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return result
 
 
-def summary_dict(r: RunResult, cfg: SearchConfig, csv_path: Path, synthetic: bool) -> dict:
+def summary_dict(r: RunResult, cfg: SearchConfig, source: DataSource) -> dict:
     e = r.exported
     best = next(row for row in e.rows if row.strategy == "best single" and not row.tta)
     chosen = next(row for row in e.rows if (row.strategy, row.tta) == (e.chosen.name, e.chosen.tta))
     return {
-        "data": str(csv_path),
-        "synthetic": synthetic,
+        "data": str(source.path),
+        "synthetic": source.synthetic,
         "config": cfg.to_dict(),
         "wall_s": round(r.wall_s, 1),
         "trials": [trial_row(t) for t in r.trials],

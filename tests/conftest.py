@@ -65,8 +65,9 @@ def untrained_export(root: Path, onnx: bool = True) -> Path:
     import numpy as np
     import torch
 
-    from search.serving import Member, export_ensemble
-    from search.trial import build_model, predict_proba, save_checkpoint
+    from search.ensemble import Candidate, WeightedEnsemble
+    from search.serving import export_ensemble
+    from search.trial import TrialCheckpoint, TrialState, build_model, predict_proba
 
     classes = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
     torch.manual_seed(0)
@@ -74,9 +75,13 @@ def untrained_export(root: Path, onnx: bool = True) -> Path:
     probs = predict_proba(model, np.zeros((2, 48, 48), np.uint8))
     ckpt = root / "ckpt"
     ckpt.mkdir()
-    save_checkpoint(ckpt, model, {"arch": "mini_xception"}, {"epoch": 1}, 0.5, 1, (probs, probs, np.eye(7)))
-    members = [Member("t0", "mini_xception", {}, 1.0, ckpt, 0.5)]
-    return export_ensemble(members, root / "export", classes=classes, metrics={}, onnx=onnx)
+    TrialCheckpoint(ckpt).save(
+        model, {"arch": "mini_xception"}, {"epoch": 1}, TrialState(1, 0.5, 1), (probs, probs, np.eye(7))
+    )
+    members = [Candidate("t0", "mini_xception", {}, ckpt, 0.5)]
+    return export_ensemble(
+        members, WeightedEnsemble({0: 1.0}), root / "export", classes=classes, metrics={}, onnx=onnx
+    )
 
 
 @pytest.fixture(scope="session")

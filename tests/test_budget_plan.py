@@ -76,9 +76,9 @@ def test_the_search_plan_fills_the_budget_with_rounds_of_long_trials():
 
 
 def _run(cfg: SearchConfig, csv: Path, out: Path):
-    from search.pipeline import run
+    from search.pipeline import DataSource, run
 
-    return run(csv, out, cfg, synthetic=True)
+    return run(DataSource(csv, synthetic=True), out, cfg)
 
 
 @pytest.fixture(scope="module")

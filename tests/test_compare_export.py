@@ -17,7 +17,7 @@ from search.ensemble import bootstrap_ci, choose
 from search.pipeline import find_candidates, select_and_export
 from search.serving import Predictor
 from search.spec import MergeConfig
-from search.trial import build_model, predict_proba, save_checkpoint
+from search.trial import TrialCheckpoint, TrialState, build_model, predict_proba
 
 SMALL_MERGE = MergeConfig(phase1_epochs=1, phase2_epochs=1, batch_size=64)
 
@@ -49,12 +49,12 @@ def search_dir(tmp_path_factory, ray_local):
         ckpt = root / "tune" / f"trial_t{t}" / "checkpoint_000000"
         ckpt.mkdir(parents=True)
         config = {"arch": "mini_xception", "arch_kwargs": {"width": 0.5}, "lr": 3e-3, "dropout": 0.0}
-        save_checkpoint(
-            ckpt, model, config, {"epoch": 1}, acc, 1, (val_p, predict_proba(model, test_x), None)
+        TrialCheckpoint(ckpt).save(
+            model, config, {"epoch": 1}, TrialState(1, acc, 1), (val_p, predict_proba(model, test_x), None)
         )
         late = root / "tune" / f"trial_t{t}" / "checkpoint_000001"
         late.mkdir()
-        save_checkpoint(late, model, config, {"epoch": 2}, acc, 1, None)
+        TrialCheckpoint(late).save(model, config, {"epoch": 2}, TrialState(2, acc, 1))
     return root
 
 
@@ -203,26 +203,27 @@ def pa_array(values, type_):
 
 
 def test_an_ensemble_with_the_merge_net_exports_and_both_backends_agree(search_dir, tmp_path):
-    from search.ensemble import Candidate, train_merge
-    from search.serving import Member, export_ensemble
+    from search.ensemble import Candidate, WeightedEnsemble, train_merge
+    from search.serving import export_ensemble
 
     cands = find_candidates(search_dir, top_k=3)
     train_merge(cands, search_dir / "data", tmp_path / "merge", SMALL_MERGE)
     merged = Candidate.from_checkpoint("merge", tmp_path / "merge")
     assert merged.arch == "parallel_merge" and len(merged.arch_kwargs["bases"]) == 3
-    members = [
-        Member(c.name, c.arch, c.arch_kwargs, w, c.checkpoint, c.val_acc)
-        for c, w in ((merged, 0.6), (cands[0], 0.4))
-    ]
+    members = [merged, cands[0]]
     out = export_ensemble(
-        members, tmp_path / "export", classes=[str(i) for i in range(7)], metrics={}, tta=True
-    )
+        members, WeightedEnsemble({0: 0.6, 1: 0.4}, tta=True), tmp_path / "export",
+        classes=[str(i) for i in range(7)], metrics={},
+    )  # fmt: skip
     val_x, _ = load_split(search_dir / "data", "PublicTest")
     onnx = Predictor.from_dir(out, backend="onnx").predict_proba(val_x[:64])
     torch_p = Predictor.from_dir(out, backend="torch").predict_proba(val_x[:64])
     assert np.abs(onnx - torch_p).max() <= 1e-4
     # The exported merge net is the trained one: its PublicTest probabilities as saved at training time.
-    alone = export_ensemble(members[:1], tmp_path / "alone", classes=[str(i) for i in range(7)], metrics={})
+    only_merge = WeightedEnsemble({0: 1.0})
+    alone = export_ensemble(
+        members, only_merge, tmp_path / "alone", classes=[str(i) for i in range(7)], metrics={}
+    )
     saved = np.load(tmp_path / "merge" / "PublicTest_probs.npy")
     np.testing.assert_allclose(Predictor.from_dir(alone).predict_proba(val_x), saved, atol=1e-4)
 

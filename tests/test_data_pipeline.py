@@ -166,3 +166,29 @@ def test_many_blocks_keep_source_order(tmp_path, ray_local):
         np.testing.assert_array_equal(y, [int(r["emotion"]) for r in expected])
         row += len(x)
     assert row == 5000 == prepared.manifest["rows_written"]
+
+
+def test_a_split_is_decoded_and_a_file_hashed_once_per_process(tmp_path, ray_local, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from data_pipeline import dataset
+
+    rows, images = _good_rows(20, seed=5)
+    src = write_kaggle_csv(tmp_path / "fer.csv", rows)
+    prepared = prepare_fer2013(src, tmp_path / "out")
+    reads, hashes = [], []
+    read_table, hash_of = pq.read_table, dataset._sha256_of.__wrapped__
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: reads.append(a[0]) or read_table(*a, **k))
+    x, y = load_split(prepared.root, "PublicTest")
+    x[:] = 0  # a caller's copy: the next load is unchanged
+    again, _ = load_split(prepared.root, "PublicTest")
+    np.testing.assert_array_equal(again, np.stack(images[12:16]))
+    assert len(reads) == 1
+    dataset._sha256_of.cache_clear()
+    monkeypatch.setattr(
+        dataset, "_sha256_of", dataset.functools.lru_cache(lambda key: hashes.append(key) or hash_of(key))
+    )
+    assert dataset.sha256_file(src) == dataset.sha256_file(src)
+    src.write_text(src.read_text() + f"0,{rows[0][1]},Training\n")  # a new version of the file is hashed anew
+    dataset.sha256_file(src)
+    assert len(hashes) == 2

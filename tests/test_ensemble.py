@@ -33,7 +33,7 @@ def test_greedy_reaches_best_of_brute_force_over_small_ensembles():
     )
     sel = greedy_select(probs, labels, max_size=3)
     assert sel.val_score <= best_brute + 1e-12
-    assert sel.val_score == pytest.approx(accuracy(sel.combine(probs), labels))
+    assert sel.val_score == pytest.approx(accuracy(sel.ensemble().combine(probs), labels))
     assert sel.val_score >= max(accuracy(p, labels) for p in probs)
 
 
@@ -125,7 +125,7 @@ def test_bagged_is_deterministic_for_a_seed():
     again = bagged_select(probs, labels, n_bags=8, seed=7)
     assert first == again
     assert len(first.history) == 8
-    assert first.val_score == pytest.approx(accuracy(first.combine(probs), labels))
+    assert first.val_score == pytest.approx(accuracy(first.ensemble().combine(probs), labels))
     others = {bagged_select(probs, labels, n_bags=8, seed=s).counts for s in range(4)}
     assert len(others) > 1  # the seed does drive the bags
 
@@ -162,7 +162,7 @@ def test_one_full_bag_is_greedy_select():
 def test_bagged_gives_a_noise_candidate_little_weight(seed):
     probs, labels = _with_noise(5, 400, seed=seed)
     sel = bagged_select(probs, labels, seed=seed)
-    w = sel.weights
+    w = np.array([sel.ensemble().weights.get(i, 0.0) for i in range(len(probs))])
     assert w[-1] < 0.1
     assert w[-1] < w[:-1].min()
     assert sel.val_score >= max(accuracy(p, labels) for p in probs)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from search.cli import main
-from search.serving import ExportError, Member, Predictor, export_ensemble
-from search.trial import WEIGHTS_FILE, build_model, predict_proba, save_checkpoint
+from search.ensemble import Candidate, WeightedEnsemble
+from search.serving import ExportError, Predictor, export_ensemble
+from search.trial import WEIGHTS_FILE, TrialCheckpoint, TrialState, build_model, predict_proba
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 
@@ -20,17 +21,19 @@ def exported(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(10, 48, 48), dtype=np.uint8)
     members, models = [], []
-    for i, (arch, w) in enumerate([("mini_xception", 0.75), ("vgg_fer11", 0.25)]):
+    for i, arch in enumerate(("mini_xception", "vgg_fer11")):
         torch.manual_seed(i)
         model = build_model(arch, 7, 0.0)
         d = tmp_path / f"ckpt{i}"
         d.mkdir()
         probs = predict_proba(model, images)
         config = {"arch": arch, "lr": 1e-3, "dropout": 0.0}
-        save_checkpoint(d, model, config, {"epoch": 1}, 0.5, 1, (probs, probs, np.eye(7)))
-        members.append(Member(f"t{i}", arch, {}, w, d, 0.5))
+        TrialCheckpoint(d).save(model, config, {"epoch": 1}, TrialState(1, 0.5, 1), (probs, probs, np.eye(7)))
+        members.append(Candidate(f"t{i}", arch, {}, d, 0.5))
         models.append(model)
-    out = export_ensemble(members, tmp_path / "export", classes=CLASSES, metrics={"x": 1})
+    out = export_ensemble(
+        members, WeightedEnsemble({0: 0.75, 1: 0.25}), tmp_path / "export", classes=CLASSES, metrics={"x": 1}
+    )
     expected = 0.75 * predict_proba(models[0], images) + 0.25 * predict_proba(models[1], images)
     return out, images, expected
 

@@ -13,12 +13,13 @@ from data_pipeline.synth import write_fer2013_csv
 from search.metrics import accuracy
 from search.trial import (
     FitConfig,
+    TrialCheckpoint,
+    TrialState,
     build_model,
     fit,
     load_checkpoint_model,
     predict_proba,
     replace_head,
-    save_checkpoint,
 )
 
 
@@ -43,7 +44,7 @@ def test_a_checkpoint_reloads_for_fine_tuning(data_root, tmp_path):
     model = build_model("vgg_fer11", 7, 0.2).eval()
     probs = predict_proba(model, val_x)
     config = {"arch": "vgg_fer11", "arch_kwargs": {}, "dropout": 0.2, "lr": 1e-3}
-    save_checkpoint(tmp_path, model, config, {"epoch": 1}, 0.5, 1, (probs, probs, None))
+    TrialCheckpoint(tmp_path).save(model, config, {"epoch": 1}, TrialState(1, 0.5, 1), (probs, probs, None))
     again = load_checkpoint_model(tmp_path)
     np.testing.assert_allclose(predict_proba(again, val_x), probs, atol=1e-6)
     eight = load_checkpoint_model(tmp_path, num_classes=8)

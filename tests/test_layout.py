@@ -105,3 +105,38 @@ def test_data_flows_down_one_way():
     top = {m: m.split(".")[0] for m in graph}
     wrong = [(m, d) for m, deps in graph.items() for d in deps if top[d] not in allowed[top[m]]]
     assert not wrong, wrong
+
+
+#: search/'s stages, lowest first (README "Layout"): a stage imports only stages before it
+STAGES = (
+    "metrics", "spec", "trial", "tracking", "tuning", "ensemble", "serving", "reporting", "pipeline", "cli",
+)  # fmt: skip
+
+
+def test_search_stages_import_only_earlier_stages():
+    graph, _ = _module_graph()
+    rank = {s: i for i, s in enumerate(STAGES)}
+
+    def stage(mod: str) -> str | None:
+        parts = mod.split(".")
+        return parts[1] if parts[0] == "search" and len(parts) > 1 else None
+
+    assert {stage(m) for m in graph} - {None} <= set(STAGES), "a search/ stage missing from STAGES"
+    upward = [
+        (m, d) for m, deps in graph.items() for d in deps
+        if stage(m) and stage(d) and rank[stage(d)] > rank[stage(m)]
+    ]  # fmt: skip
+    assert not upward, upward
+
+
+def test_benchmarks_import_no_private_names_of_ours():
+    ours = ("models", "data_pipeline", "search", "cluster")
+    private = [
+        (p.name, node.module, a.name)
+        for p in (ROOT / "benchmarks").glob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ours
+        for a in node.names
+        if a.name.startswith("_")
+    ]
+    assert not private, private

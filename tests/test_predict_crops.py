@@ -20,8 +20,9 @@ def fer2013_export(root, rows: int = 12000, epochs: int = 2):
     exports are (whole-face crops: served through the face box)."""
     import torch
 
-    from search.serving import Member, export_ensemble
-    from search.trial import build_model, predict_proba, save_checkpoint, train_one_epoch
+    from search.ensemble import Candidate, WeightedEnsemble
+    from search.serving import export_ensemble
+    from search.trial import TrialCheckpoint, TrialState, build_model, predict_proba, train_one_epoch
 
     x, y = [], []
     with gzip.open(FER2013, "rt") as f:
@@ -45,10 +46,13 @@ def fer2013_export(root, rows: int = 12000, epochs: int = 2):
     ckpt = root / "ckpt"
     ckpt.mkdir()
     meta = {"arch": "mini_xception"}
-    save_checkpoint(ckpt, model, meta, {"epoch": epochs}, 0.5, epochs, (probs, probs, None))
+    state = TrialState(epochs, 0.5, epochs)
+    TrialCheckpoint(ckpt).save(model, meta, {"epoch": epochs}, state, (probs, probs, None))
     classes = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
-    members = [Member("t0", "mini_xception", {}, 1.0, ckpt, 0.5)]
-    return export_ensemble(members, root / "export", classes=classes, metrics={}, onnx=False)
+    members = [Candidate("t0", "mini_xception", {}, ckpt, 0.5)]
+    return export_ensemble(
+        members, WeightedEnsemble({0: 1.0}), root / "export", classes=classes, metrics={}, onnx=False
+    )
 
 
 @pytest.mark.slow

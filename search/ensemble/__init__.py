@@ -1,19 +1,18 @@
-"""From trial checkpoints to one ensemble: greedy (Caruana) selection, the comparison of strategies, the
-parallel-merge net."""
+"""From trial checkpoints to one ensemble: :class:`Candidate` models on disk, greedy (Caruana) selection,
+the comparison of strategies and the parallel-merge net, each ending in a :class:`WeightedEnsemble`."""
 
 from search.ensemble.comparison import (
     GREEDY,
     GREEDY_MERGE,
-    Candidate,
     Row,
-    Strategy,
     bootstrap_ci,
     choose,
     compare,
     format_rows,
 )
 from search.ensemble.merge import MERGE_DIR, train_merge
-from search.ensemble.selection import bagged_select, greedy_select, load_val_probs
+from search.ensemble.selection import Selection, bagged_select, greedy_select, load_val_probs
+from search.ensemble.weighted import Candidate, WeightedEnsemble
 
 __all__ = [
     "Candidate",
@@ -21,7 +20,8 @@ __all__ = [
     "GREEDY_MERGE",
     "MERGE_DIR",
     "Row",
-    "Strategy",
+    "Selection",
+    "WeightedEnsemble",
     "bagged_select",
     "bootstrap_ci",
     "choose",

@@ -8,7 +8,6 @@ and its horizontal mirror.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,52 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from data_pipeline.fer2013 import load_split
 from search.ensemble.selection import Selection, bagged_select, greedy_select, load_val_probs
+from search.ensemble.weighted import Candidate, WeightedEnsemble
 from search.metrics import accuracy, scores
-from search.trial import TEST_FILE, TRIAL_FILE, VAL_FILE, WEIGHTS_FILE, build_model, predict_proba
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A trained model that may join an ensemble: its best-epoch checkpoint and identity."""
-
-    name: str
-    arch: str
-    arch_kwargs: dict
-    checkpoint: Path
-    val_acc: float
-    dropout: float = 0.0
-
-    @classmethod
-    def from_checkpoint(cls, name: str, checkpoint: Path) -> Candidate:
-        saved = json.loads((checkpoint / TRIAL_FILE).read_text())
-        cfg = saved["config"]
-        return cls(
-            name, cfg["arch"], cfg.get("arch_kwargs", {}), checkpoint,
-            float(saved.get("metrics", {}).get("val_acc", saved["best_val_acc"])),
-            float(cfg.get("dropout", 0.0)),
-        )  # fmt: skip
-
-    def load(self, num_classes: int) -> torch.nn.Module:
-        model = build_model(self.arch, num_classes, self.dropout, self.arch_kwargs)
-        model.load_state_dict(load_file(str(self.checkpoint / WEIGHTS_FILE)))
-        return model.eval()
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """A named ensemble: member indices (into the candidate list) and weights, chosen on PublicTest."""
-
-    name: str
-    tta: bool
-    weights: dict[int, float]
-
-    def combine(self, probs: Sequence[np.ndarray]) -> np.ndarray:
-        return sum(w * probs[i] for i, w in self.weights.items())
+from search.trial import TEST_FILE, VAL_FILE, predict_proba
 
 
 @dataclass(frozen=True)
@@ -77,11 +37,6 @@ class Row:
     ms_per_1000: float
 
 
-def _selection_weights(sel: Selection) -> dict[int, float]:
-    w = sel.weights
-    return {i: float(w[i]) for i in sel.members}
-
-
 MERGE_NET = "merge net"
 GREEDY = "greedy selection"
 GREEDY_MERGE = "greedy + merge net"
@@ -94,7 +49,7 @@ def choose(
     top_k: int = 3,
     merge: int | None = None,
     bags: int = 0,
-) -> list[Strategy]:
+) -> list[WeightedEnsemble]:
     """The strategies, each fixed from PublicTest probabilities and labels only.
 
     ``merge`` is the index of the merge net among the candidates, if there is one: the trial strategies
@@ -110,13 +65,13 @@ def choose(
     k = min(top_k, len(order))
     greedy = select([val_probs[i] for i in trials])
     chosen = [
-        Strategy("best single", tta, {order[0]: 1.0}),
-        Strategy(f"top-{k} average", tta, {i: 1.0 / k for i in order[:k]}),
-        Strategy(GREEDY, tta, {trials[i]: w for i, w in _selection_weights(greedy).items()}),
+        WeightedEnsemble({order[0]: 1.0}, "best single", tta),
+        WeightedEnsemble({i: 1.0 / k for i in order[:k]}, f"top-{k} average", tta),
+        greedy.ensemble(GREEDY, tta, index=trials),
     ]
     if merge is not None:
-        chosen.append(Strategy(MERGE_NET, tta, {merge: 1.0}))
-        chosen.append(Strategy(GREEDY_MERGE, tta, _selection_weights(select(val_probs))))
+        chosen.append(WeightedEnsemble({merge: 1.0}, MERGE_NET, tta))
+        chosen.append(select(val_probs).ensemble(GREEDY_MERGE, tta))
     return chosen
 
 
@@ -143,7 +98,7 @@ def time_per_1000(models: Sequence[torch.nn.Module], images: np.ndarray, tta: bo
 @dataclass(frozen=True)
 class Comparison:
     rows: list[Row]
-    strategies: dict[tuple[str, bool], Strategy]
+    strategies: dict[tuple[str, bool], WeightedEnsemble]
     private_confusion: dict[tuple[str, bool], np.ndarray]
 
 

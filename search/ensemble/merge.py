@@ -26,7 +26,16 @@ from data_pipeline.fer2013 import load_split
 from models import ParallelMerge
 from search.metrics import accuracy
 from search.spec import MergeConfig
-from search.trial import TEST_FILE, TRIAL_FILE, VAL_FILE, WEIGHTS_FILE, to_tensor, train_one_epoch
+from search.trial import (
+    TEST_FILE,
+    TRIAL_FILE,
+    VAL_FILE,
+    WEIGHTS_FILE,
+    fit_splits,
+    seeded,
+    to_tensor,
+    train_one_epoch,
+)
 
 MERGE_DIR = "merge"
 
@@ -71,7 +80,7 @@ def _evaluate(
 
 
 def build_merge(candidates: Sequence, num_classes: int, dropout: float) -> ParallelMerge:
-    """Wrap the candidates' trained models (:class:`~search.ensemble.comparison.Candidate`) as the bases of
+    """Wrap the candidates' trained models (:class:`~search.ensemble.weighted.Candidate`) as the bases of
     one net."""
     bases = [c.load(num_classes) for c in candidates]
     specs = [{"arch": c.arch, "kwargs": {**c.arch_kwargs, "dropout": c.dropout}} for c in candidates]
@@ -89,11 +98,8 @@ def train_merge(
     if len(chosen) < 2:
         raise ValueError(f"a merge net needs at least 2 trained bases, got {len(chosen)}")
     start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    train_x, train_y = load_split(data_root, "Training")
-    val_x, val_y = load_split(data_root, "PublicTest")
+    gen, rng = seeded(cfg.seed)
+    train_x, train_y, val_x, val_y = fit_splits(data_root)
     test_x, _ = load_split(data_root, "PrivateTest", with_labels=False)
     num_classes = int(np.load(chosen[0].checkpoint / VAL_FILE).shape[1])
 

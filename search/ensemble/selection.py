@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from search.ensemble.weighted import WeightedEnsemble
 from search.metrics import accuracy
 from search.trial import VAL_FILE
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Members (indices into the candidate list) with their integer counts and normalised weights."""
+    """What a selection run found: integer counts per candidate (with replacement), the PublicTest score
+    of the chosen size and the score after each step."""
 
     counts: tuple[int, ...]
     val_score: float
@@ -28,15 +30,13 @@ class Selection:
     def members(self) -> list[int]:
         return [i for i, c in enumerate(self.counts) if c > 0]
 
-    @property
-    def weights(self) -> np.ndarray:
-        c = np.asarray(self.counts, dtype=np.float64)
-        return c / c.sum()
-
-    def combine(self, probs: Sequence[np.ndarray]) -> np.ndarray:
-        """Weighted average of the members' probabilities (any split, same candidate order)."""
-        w = self.weights
-        return sum(w[i] * probs[i] for i in self.members)
+    def ensemble(
+        self, name: str = "", tta: bool = False, index: Sequence[int] | None = None
+    ) -> WeightedEnsemble:
+        """The counts as weights; ``index`` maps the positions selected over back to candidate indices."""
+        total = float(sum(self.counts))
+        where = list(index) if index is not None else list(range(len(self.counts)))
+        return WeightedEnsemble({where[i]: self.counts[i] / total for i in self.members}, name, tta)
 
 
 def _check_candidates(caller: str, val_probs: Sequence[np.ndarray], val_labels: np.ndarray) -> None:

@@ -1,6 +1,6 @@
 """The exported ensemble: ONNX + safetensors export, the Predictor, predict on photos and video."""
 
-from search.serving.export import ExportError, Member, Predictor, export_ensemble, verify_export
+from search.serving.export import ExportError, Predictor, export_ensemble, verify_export
 from search.serving.predict import (
     MIN_SIDE,
     NO_FACE,
@@ -17,7 +17,6 @@ __all__ = [
     "ExportError",
     "InputError",
     "MIN_SIDE",
-    "Member",
     "NO_FACE",
     "Predictor",
     "STATUSES",

@@ -14,7 +14,6 @@ import json
 import shutil
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from models import create_model
+from search.ensemble import Candidate, WeightedEnsemble
 from search.trial import NORM_MEAN, NORM_STD, WEIGHTS_FILE, predict_proba
 
 FORMAT = "fersearch-ensemble/1"
@@ -43,18 +43,6 @@ VERSIONED = (
 
 class ExportError(ValueError):
     """An export directory that cannot be loaded safely; the message names the file."""
-
-
-@dataclass(frozen=True)
-class Member:
-    """One ensemble member as exported: where its weights came from and how to rebuild it."""
-
-    trial_id: str
-    arch: str
-    arch_kwargs: dict
-    weight: float
-    checkpoint: Path
-    val_acc: float
 
 
 class EnsembleNet(torch.nn.Module):
@@ -97,7 +85,8 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _load_member(file: Path, arch: str, arch_kwargs: dict, num_classes: int) -> torch.nn.Module:
+def load_member(file: Path, arch: str, arch_kwargs: dict, num_classes: int) -> torch.nn.Module:
+    """One exported member file as a model, or an ExportError naming the file and what does not fit."""
     try:
         state = load_file(str(file))
     except (SafetensorError, OSError) as e:
@@ -141,7 +130,8 @@ def export_onnx(net: torch.nn.Module, path: Path, side: int = 48) -> Path:
 
 
 def export_ensemble(
-    members: Sequence[Member],
+    candidates: Sequence[Candidate],
+    ensemble: WeightedEnsemble,
     out_dir: str | Path,
     *,
     classes: Sequence[str],
@@ -149,30 +139,30 @@ def export_ensemble(
     data_manifest: dict | None = None,
     preprocessing: dict | None = None,
     onnx: bool = True,
-    tta: bool = False,
 ) -> Path:
-    """Write the ensemble to ``out_dir`` (replaced if it exists) and return the directory."""
+    """Write ``ensemble``'s members (of ``candidates``) to ``out_dir`` (replaced if it exists), with flip
+    TTA inside the graph when the ensemble was chosen with it; returns the directory."""
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    entries, modules = [], []
-    for i, m in enumerate(members):
-        name = f"member_{i}.safetensors"
+    entries, modules, tta = [], [], ensemble.tta
+    for i, (index, weight) in enumerate(ensemble.weights.items()):
+        m, name = candidates[index], f"member_{i}.safetensors"
         shutil.copyfile(m.checkpoint / WEIGHTS_FILE, out / name)
         entries.append(
             {
                 "file": name,
-                "trial_id": m.trial_id,
+                "trial_id": m.name,
                 "arch": m.arch,
                 "arch_kwargs": m.arch_kwargs,
-                "weight": m.weight,
+                "weight": weight,
                 "val_acc": m.val_acc,
             }
         )
-        modules.append(_load_member(out / name, m.arch, m.arch_kwargs, len(classes)))
+        modules.append(load_member(out / name, m.arch, m.arch_kwargs, len(classes)))
     if onnx:
-        export_onnx(EnsembleNet(modules, [m.weight for m in members], tta), out / ONNX_FILE)
+        export_onnx(EnsembleNet(modules, list(ensemble.weights.values()), tta), out / ONNX_FILE)
     files = [e["file"] for e in entries] + ([ONNX_FILE] if onnx else [])
     manifest = {
         "format": FORMAT,
@@ -338,7 +328,7 @@ class Predictor:
         models, weights = [], []
         for entry in self.manifest["members"]:
             file = self.root / entry["file"]
-            models.append(_load_member(file, entry["arch"], entry["arch_kwargs"], len(self.classes)))
+            models.append(load_member(file, entry["arch"], entry["arch_kwargs"], len(self.classes)))
             weights.append(float(entry["weight"]))
         self._net = EnsembleNet(models, weights, bool(self.manifest.get("tta_flip"))).eval()
 
@@ -361,10 +351,10 @@ class Predictor:
 __all__ = [
     "EnsembleNet",
     "ExportError",
-    "Member",
     "Predictor",
     "export_ensemble",
     "export_onnx",
+    "load_member",
     "predict_proba",
     "read_manifest",
     "verify_export",

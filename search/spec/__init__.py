@@ -2,6 +2,7 @@
 loading, and the preflight checks that run before Ray starts."""
 
 from search.spec.config import (
+    HPARAMS,
     ArchSpace,
     Domain,
     MergeConfig,
@@ -10,6 +11,7 @@ from search.spec.config import (
     SearchConfig,
     SearchSpace,
     SpecError,
+    trial_hparams,
 )
 from search.spec.loading import config_from_dict, load_spec
 from search.spec.preflight import (
@@ -22,6 +24,7 @@ from search.spec.preflight import (
 from search.spec.presets import demo_config, quick_config
 
 __all__ = [
+    "HPARAMS",
     "ArchSpace",
     "Domain",
     "MergeConfig",
@@ -39,4 +42,5 @@ __all__ = [
     "demo_config",
     "load_spec",
     "quick_config",
+    "trial_hparams",
 ]

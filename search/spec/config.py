@@ -374,6 +374,23 @@ class SearchSpace(_KnownKeys):
         return next(a for a in self.archs if a.name == name)
 
 
+#: A trial's searchable hyperparameters: the architecture, then one per :class:`SearchSpace` field, so a new
+#: knob is added there and nowhere else (the searcher, the trainables and the trial tables read this).
+HPARAMS: tuple[str, ...] = ("arch", *(f.name for f in fields(SearchSpace) if f.name != "archs"))
+
+
+def trial_hparams(config: dict) -> dict[str, Any]:
+    """``config``'s hyperparameters, each one it leaves out at the default space's value (its first
+    choice, or a range's low end): the one place a trial's defaults come from."""
+    out = {}
+    for f in fields(SearchSpace):
+        if f.name == "archs":
+            continue
+        dom = f.default
+        out[f.name] = config[f.name] if f.name in config else (dom.low if isinstance(dom, Range) else dom[0])
+    return {"arch": config.get("arch"), **out}
+
+
 @_spec("resources")
 class Resources(_KnownKeys):
     """Per-trial resources; fractional GPUs let several small FER nets share one device."""

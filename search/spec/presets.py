@@ -50,31 +50,32 @@ def recipe_points(recipes=PAPER_RECIPES) -> tuple[dict, ...]:
     )
 
 
+def _from_recipes(
+    name: str, archs: tuple[str, ...], *, samples: int, epochs: int, grace: int, patience: int
+) -> SearchConfig:
+    """The papers' recipes first (``points_to_evaluate``), then TPE around them over ``archs``."""
+    return SearchConfig(
+        name=name,
+        space=_space(tuple(dict.fromkeys(archs))),
+        points_to_evaluate=recipe_points(),
+        num_samples=samples,
+        max_epochs=epochs,
+        grace_period=grace,
+        early_stop_patience=patience,
+    )
+
+
 def papers_config() -> SearchConfig:
     """Start from the papers' recipes, then search around them (long: the paper nets are big for a CPU)."""
-    archs = tuple(dict.fromkeys(r[1] for r in PAPER_RECIPES))
-    return SearchConfig(
-        name="papers",
-        space=_space(archs),
-        points_to_evaluate=recipe_points(),
-        num_samples=12,
-        max_epochs=30,
-        grace_period=3,
-        early_stop_patience=10,
+    return _from_recipes(
+        "papers", tuple(r[1] for r in PAPER_RECIPES), samples=12, epochs=30, grace=3, patience=10
     )
 
 
 def full_config() -> SearchConfig:
     """Every knob open over the small and medium nets; for a cluster or a long night."""
-    return SearchConfig(
-        name="full",
-        space=_space(tuple(dict.fromkeys(("mini_xception", "fer_net", *(r[1] for r in PAPER_RECIPES))))),
-        points_to_evaluate=recipe_points(),
-        num_samples=64,
-        max_epochs=60,
-        grace_period=4,
-        early_stop_patience=15,
-    )
+    archs = ("mini_xception", "fer_net", *(r[1] for r in PAPER_RECIPES))
+    return _from_recipes("full", archs, samples=64, epochs=60, grace=4, patience=15)
 
 
 def demo_config() -> SearchConfig:

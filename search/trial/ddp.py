@@ -8,9 +8,10 @@ on multi-GPU nodes; small FER nets are better served by fractional GPUs per tria
 
 The Train run of a trial is named after the trial and stored under ``<search dir>/train``: when Tune
 restarts a failed trial (``max_failures``), Train finds the run and its workers resume from the last
-checkpoint. Checkpoints keep the layout of ordinary trials (rank 0 writes ``model.safetensors``,
-``trial.json`` and, on improvement, the PublicTest/PrivateTest softmax outputs), so ensemble selection and
-export read them alike; every rank adds ``shard_rank<r>.npy`` (the sample indices it trained on that
+checkpoint, exactly: checkpoints keep the layout of ordinary trials (rank 0 writes ``model.safetensors``,
+``state.safetensors`` + ``trial.json`` with the optimiser and schedule, and, on improvement, the
+PublicTest/PrivateTest softmax outputs), so ensemble selection and export read them alike; every rank adds
+``rng_rank<r>.safetensors`` (its own RNG states), ``shard_rank<r>.npy`` (the sample indices it trained on that
 epoch) and ``rank<r>.json`` (shard size, parameter checksum) as evidence of the data split and the sync.
 
 The Train driver is light but must outlive lost workers: it asks for a sliver of the ``fer_driver``
@@ -68,14 +69,15 @@ def fer_ddp_worker(config: dict) -> None:
         multiclass_f1_score,
     )
 
+    from search.spec import trial_hparams
     from search.trial.trainable import (
         Recipe,
+        TrialCheckpoint,
+        TrialState,
         arch_kwargs_of,
         build_model,
         keep_score,
         predict_proba,
-        restore,
-        save_checkpoint,
         train_one_epoch,
     )
 
@@ -95,26 +97,28 @@ def fer_ddp_worker(config: dict) -> None:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed * 1000 + rank)
     k = data.num_classes
-    train_x, train_y = data.train[config.get("variant", "original")]
+    hp = trial_hparams(config)
+    train_x, train_y = data.train[hp["variant"]]
 
-    module = build_model(config["arch"], k, float(config.get("dropout", 0.0)), arch_kwargs_of(config))
+    module = build_model(hp["arch"], k, float(hp["dropout"]), arch_kwargs_of(config))
     # DDP wrapper (rank 0's initial weights are broadcast to the others), moved to this worker's device.
     model = ray.train.torch.prepare_model(module, move_to_device=device)
     module = model.module if hasattr(model, "module") else model
 
     max_epochs = int(config["max_epochs"])
-    per_rank_batch = max(1, int(config.get("batch_size", 64)) // world)
+    per_rank_batch = max(1, int(hp["batch_size"]) // world)
     per_rank_n = len(train_x) // world
     steps_per_epoch = math.ceil(per_rank_n / per_rank_batch)
     recipe = Recipe.from_config(config, model.parameters(), train_y, k, device, steps_per_epoch)
-    start_epoch, best, best_epoch = restore(
-        ray.train.get_checkpoint(), module, device, recipe.batch_sched, steps_per_epoch
-    )
-    if start_epoch > 1:
-        print(f"rank {rank}: resumed from epoch {start_epoch - 1} (best PublicTest accuracy {best:.4f})")
+    state = TrialState(plan=recipe.plan)
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:  # every rank restores weights, optimiser and schedule, and its own RNG states
+        with ckpt.as_directory() as d:
+            state = TrialCheckpoint(Path(d)).restore(module, device, recipe=recipe, gen=gen, rank=rank)
+        print(f"rank {rank}: resumed from epoch {state.epoch} (best PublicTest accuracy {state.best:.4f})")
 
     val_y = torch.from_numpy(data.val_y)
-    for epoch in range(start_epoch, max_epochs + 1):
+    for epoch in range(state.epoch + 1, max_epochs + 1):
         shard = epoch_shard(len(train_x), epoch, seed, rank, world)
         t0 = time.perf_counter()
         try:  # DDP all-reduces the gradients in each backward()
@@ -142,14 +146,15 @@ def fer_ddp_worker(config: dict) -> None:
             dist.broadcast(score, src=0)
         val_acc = float(score[0])
         recipe.end_epoch(val_acc)
-        improved = val_acc > best
+        improved = val_acc > state.best
         if improved:
-            best, best_epoch = val_acc, epoch
+            state.best, state.best_epoch = val_acc, epoch
+        state.epoch = epoch
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "val_acc": val_acc,
             "keep_score": keep_score(val_acc, epoch, recipe.plan, improved),
-            "best_val_acc": best,
+            "best_val_acc": state.best,
             "train_loss": float(loss_sum[0] / loss_sum[1]),
             "rank_train_loss": local_loss,
             "lr": recipe.opt.param_groups[0]["lr"],
@@ -160,6 +165,8 @@ def fer_ddp_worker(config: dict) -> None:
             "train_s": train_s,
         }
         with tempfile.TemporaryDirectory() as d:
+            ckpt_out = TrialCheckpoint(Path(d))
+            ckpt_out.save_rank_rng(rank, gen)
             np.save(Path(d) / SHARD_FILE.format(rank=rank), np.sort(shard).astype(np.int32))
             evidence = {
                 "rank": rank,
@@ -180,13 +187,13 @@ def fer_ddp_worker(config: dict) -> None:
                     confusion = multiclass_confusion_matrix(val_t, val_y, num_classes=k).numpy()
                     extra = (val_probs, predict_proba(module, data.test_x), confusion)
                 metrics["eval_s"] = time.perf_counter() - t1
-                save_checkpoint(Path(d), module, config_for_save(config), metrics, best, best_epoch, extra)
+                ckpt_out.save(module, config_for_save(config), metrics, state, extra, recipe=recipe)
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(d),
                 checkpoint_dir_name=f"checkpoint_epoch{epoch:04d}",
             )
-        if recipe.stop_early(epoch, best_epoch):
+        if recipe.stop_early(epoch, state.best_epoch):
             break
 
 

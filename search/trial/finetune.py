@@ -9,23 +9,18 @@ the target's by name keeps its classifier; otherwise the last linear layer is re
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from data_pipeline.fer2013 import load_split
 from search.metrics import accuracy
 from search.trial.trainable import (
-    TRIAL_FILE,
-    VAL_FILE,
-    WEIGHTS_FILE,
-    build_model,
+    TrialCheckpoint,
+    fit_splits,
     predict_proba,
+    seeded,
     train_one_epoch,
 )
 
@@ -51,13 +46,9 @@ class FitResult:
 
 def load_checkpoint_model(checkpoint: str | Path, num_classes: int | None = None) -> torch.nn.Module:
     """A trial's best checkpoint (``model.safetensors`` + ``trial.json``) as a model, for fine-tuning."""
-    ckpt = Path(checkpoint)
-    cfg = json.loads((ckpt / TRIAL_FILE).read_text())["config"]
-    state = load_file(str(ckpt / WEIGHTS_FILE))
-    saved_classes = int(np.load(ckpt / VAL_FILE).shape[1]) if (ckpt / VAL_FILE).is_file() else 7
-    model = build_model(cfg["arch"], saved_classes, float(cfg.get("dropout", 0.0)), cfg.get("arch_kwargs"))
-    model.load_state_dict(state)
-    if num_classes is not None and num_classes != saved_classes:
+    ckpt = TrialCheckpoint(Path(checkpoint))
+    model = ckpt.load_model()
+    if num_classes is not None and num_classes != ckpt.num_classes():
         replace_head(model, num_classes)
     return model
 
@@ -77,11 +68,8 @@ def replace_head(model: torch.nn.Module, num_classes: int) -> None:
 def fit(model: torch.nn.Module, data_root: str | Path, cfg: FitConfig) -> FitResult:
     """Train every weight of ``model`` on Training; keep the best PublicTest epoch (PrivateTest unread)."""
     start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    train_x, train_y = load_split(data_root, "Training")
-    val_x, val_y = load_split(data_root, "PublicTest")
+    gen, rng = seeded(cfg.seed)
+    train_x, train_y, val_x, val_y = fit_splits(data_root)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * -(-len(train_x) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)

@@ -27,9 +27,10 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from data_pipeline.dataset import CLASSES
+from data_pipeline.dataset import CLASSES, load_split
 from data_pipeline.dataset import class_weights as dataset_class_weights
 from models import create_model
+from search.spec import HPARAMS, trial_hparams
 from search.trial.plan import PROGRESS, CosineCycles, TrialPlan, progress
 
 NORM_MEAN = 0.5
@@ -40,10 +41,8 @@ CONFUSION_FILE = "PublicTest_confusion.npy"
 WEIGHTS_FILE = "model.safetensors"
 TRIAL_FILE = "trial.json"
 STATE_FILE = "state.safetensors"
-HPARAMS = (
-    "arch", "lr", "dropout", "optimizer", "batch_size", "weight_decay", "label_smoothing", "class_weighted",
-    "variant", "augment", "schedule",
-)  # fmt: skip
+#: A data-parallel rank's own RNG states (each rank augments its shard with its own generator).
+RANK_RNG_FILE = "rng_rank{rank}.safetensors"
 
 
 @dataclass(frozen=True)
@@ -114,6 +113,19 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
         for i in range(0, len(images), batch_size)
     ]
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def seeded(seed: int) -> tuple[torch.Generator, np.random.Generator]:
+    """Seed torch (initialisation, dropout) and return the generators an epoch loop draws from: one for
+    augmentation, one for the shuffle. Every loop here starts this way, so equal seeds train alike."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+
+
+def fit_splits(root: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training and PublicTest images and labels of a prepared directory: what a loop outside a search
+    fits and chooses on (PrivateTest stays unread)."""
+    return (*load_split(root, "Training"), *load_split(root, "PublicTest"))
 
 
 def train_one_epoch(
@@ -247,19 +259,18 @@ class Recipe:
         cls, config: dict, params, train_y: np.ndarray, k: int, device, steps_per_epoch: int,
         plan: TrialPlan | None = None,
     ) -> Recipe:  # fmt: skip
-        lr = float(config["lr"])
-        opt = make_optimizer(
-            config.get("optimizer", "adam"), params, lr, float(config.get("weight_decay", 0))
-        )
-        schedule = config.get("schedule", "onecycle")
+        hp = trial_hparams(config)
+        lr = float(hp["lr"])
+        opt = make_optimizer(hp["optimizer"], params, lr, float(hp["weight_decay"]))
+        schedule = hp["schedule"]
         plan = plan or fixed_plan(config)
         return cls(
             opt=opt,
             sched=make_scheduler(opt, schedule, lr, plan, steps_per_epoch),
             plateau=schedule == "plateau",
-            weight=class_weights(train_y, k).to(device) if config.get("class_weighted") else None,
-            smoothing=float(config.get("label_smoothing", 0.0)),
-            strength=float(config.get("augment", 1.0)),
+            weight=class_weights(train_y, k).to(device) if hp["class_weighted"] else None,
+            smoothing=float(hp["label_smoothing"]),
+            strength=float(hp["augment"]),
             patience=config.get("early_stop_patience"),
             schedule=schedule,
             lr=lr,
@@ -413,8 +424,27 @@ class TrialCheckpoint:
             save_file(tensors, str(d / STATE_FILE))
         (d / TRIAL_FILE).write_text(json.dumps(trial, indent=2))
 
+    def save_rank_rng(self, rank: int, gen: torch.Generator) -> None:
+        """A data-parallel rank's generator and torch RNG states (rank 0 writes the rest)."""
+        states = {"rng.generator": gen.get_state(), "rng.torch": torch.get_rng_state()}
+        save_file(states, str(self.path / RANK_RNG_FILE.format(rank=rank)))
+
     def read(self) -> dict:
         return json.loads((self.path / TRIAL_FILE).read_text())
+
+    def num_classes(self) -> int:
+        """The width of the saved PublicTest probabilities (7, FER2013's, without them)."""
+        val = self.path / VAL_FILE
+        return int(np.load(val, mmap_mode="r").shape[1]) if val.is_file() else 7
+
+    def load_model(self, num_classes: int | None = None) -> torch.nn.Module:
+        """The trained model, rebuilt from ``trial.json``'s architecture, in eval mode."""
+        cfg = self.read()["config"]
+        state = load_file(str(self.path / WEIGHTS_FILE))
+        num_classes = self.num_classes() if num_classes is None else num_classes
+        model = build_model(cfg["arch"], num_classes, float(cfg.get("dropout", 0.0)), cfg.get("arch_kwargs"))
+        model.load_state_dict(state)
+        return model.eval()
 
     def restore(
         self,
@@ -424,8 +454,10 @@ class TrialCheckpoint:
         recipe: Recipe | None = None,
         gen: torch.Generator | None = None,
         rng: np.random.Generator | None = None,
+        rank: int | None = None,
     ) -> TrialState:
-        """Load the weights (and, when given, optimiser, schedule and RNG states) into the live objects."""
+        """Load the weights (and, when given, optimiser, schedule and RNG states) into the live objects;
+        with ``rank``, the RNG states are that data-parallel rank's own."""
         d = self.path
         model.load_state_dict(load_file(str(d / WEIGHTS_FILE), device=str(device)))
         trial = self.read()
@@ -454,9 +486,11 @@ class TrialCheckpoint:
             elif recipe.batch_sched is not None:  # an older checkpoint: replay the per-batch schedule
                 for _ in range(state.epoch * recipe.steps_per_epoch):
                     recipe.sched.step()
-        if gen is not None and "rng.generator" in tensors:
-            gen.set_state(tensors["rng.generator"])
-            torch.set_rng_state(tensors["rng.torch"])
+        rank_file = d / RANK_RNG_FILE.format(rank=rank)
+        rngs = load_file(str(rank_file)) if rank is not None and rank_file.is_file() else tensors
+        if gen is not None and "rng.generator" in rngs:
+            gen.set_state(rngs["rng.generator"])
+            torch.set_rng_state(rngs["rng.torch"])
         if rng is not None and "numpy_rng" in trial:
             rng.bit_generator.state = trial["numpy_rng"]
         return state
@@ -501,26 +535,23 @@ def train_fer(config: dict, data: TrialData) -> None:
     torch.set_num_threads(cpus)
     device = select_device(float(config.get("gpus_per_trial", 0.0)))
     seed = int(config.get("seed", 0))
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    gen, rng = seeded(seed)
     k = data.num_classes
     start = time.time()
 
-    variant = config.get("variant", "original")
+    hp = trial_hparams(config)
+    variant = hp["variant"]
     if variant not in data.train:
         raise ValueError(f"data variant {variant!r} was not prepared; available: {sorted(data.train)}")
     train_x, train_y = data.train[variant]
-    model = build_model(config["arch"], k, float(config.get("dropout", 0.0)), arch_kwargs_of(config)).to(
-        device
-    )
+    model = build_model(hp["arch"], k, float(hp["dropout"]), arch_kwargs_of(config)).to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lat = latency_ms(model) if "latency_ms" in config.get("objectives", ()) else None
 
     max_epochs = int(config["max_epochs"])
     cycles, ratio = int(config.get("cycles", 1)), float(config.get("cycle_ratio", 3))
     budget_s = config.get("trial_budget_s")
-    batch_size = int(config.get("batch_size", 64))
+    batch_size = int(hp["batch_size"])
     steps_per_epoch = math.ceil(len(train_x) / batch_size)
     plan = TrialPlan(max_epochs, (PROVISIONAL_END,)) if budget_s else fixed_plan(config)
     recipe = Recipe.from_config(config, model.parameters(), train_y, k, device, steps_per_epoch, plan)
@@ -567,8 +598,8 @@ def train_fer(config: dict, data: TrialData) -> None:
             )  # fmt: skip
         except FloatingPointError as e:
             raise FloatingPointError(
-                f"{e} of epoch {epoch} (arch {config['arch']}, lr {float(config['lr']):.3g}, "
-                f"optimizer {config.get('optimizer', 'adam')})"
+                f"{e} of epoch {epoch} (arch {hp['arch']}, lr {float(hp['lr']):.3g}, "
+                f"optimizer {hp['optimizer']})"
             ) from None
         train_s = time.perf_counter() - t0
 
@@ -642,34 +673,6 @@ def train_fer(config: dict, data: TrialData) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         if stop:
             break
-
-
-def restore(
-    ckpt, model: torch.nn.Module, device: torch.device | str, sched, steps_per_epoch: int
-) -> tuple[int, float, int]:
-    """Load a trial's last checkpoint (Tune's or Train's) into ``model`` and fast-forward a per-batch
-    ``sched``; returns (next epoch, best PublicTest accuracy, its epoch) -- (1, -1, 0) without one."""
-    if ckpt is None:
-        return 1, -1.0, 0
-    with ckpt.as_directory() as d:
-        state = TrialCheckpoint(Path(d)).restore(model, device)
-    if sched is not None:
-        for _ in range(state.epoch * steps_per_epoch):
-            sched.step()
-    return state.epoch + 1, state.best, state.best_epoch
-
-
-def save_checkpoint(
-    d: Path,
-    model: torch.nn.Module,
-    config: dict,
-    metrics: dict,
-    best: float,
-    best_epoch: int,
-    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-) -> None:
-    state = TrialState(epoch=int(metrics.get("epoch", 0)), best=best, best_epoch=best_epoch)
-    TrialCheckpoint(Path(d)).save(model, config, metrics, state, extra)
 
 
 def choose_precision(arch: str, arch_kwargs: dict, threads: int, batch_size: int) -> tuple[str, float]:

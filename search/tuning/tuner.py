@@ -11,10 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.spec import Domain, Range, SearchConfig
+from search.spec import HPARAMS, Domain, Range, SearchConfig
 from search.trial import (
     FINISHED,
-    HPARAMS,
     PROGRESS,
     PROGRESS_MAX,
     TRIAL_FILE,
