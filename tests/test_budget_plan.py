@@ -99,7 +99,8 @@ def test_a_planned_run_ends_within_its_budget_with_snapshot_candidates(tmp_path,
     wall = time.time() - start
     assert 0.8 * budget <= wall <= 1.05 * budget, f"run took {wall:.0f} s for a {budget:.0f} s budget"
     plan = json.loads((tmp_path / "r" / "plan.json").read_text())
-    assert plan["trials"] == 2 and plan["rounds"] == 1
+    # one round of as many trials as fit side by side, at the width measured to train faster here
+    assert plan["rounds"] == 1 and plan["trials"] == plan["slots"] == 2 // plan["threads_per_trial"]
     # "auto" was settled by measurement before the trials started, and they trained at what it chose
     assert plan["precision"] in ("fp32", "bf16")
     # every trial planned its own epochs and ran them to the end of its schedule
@@ -200,3 +201,14 @@ def test_pace_is_measured_through_the_training_step_at_each_precision():
             "mini_xception", {"width": 0.5}, 1, 8, seconds=0, precision=precision, warmup=0, min_steps=1
         )
         assert 0 < rate < 1e6, (precision, rate)
+
+
+def test_trials_run_side_by_side_only_where_that_trains_each_nearly_as_fast():
+    from search.tuning.service import NARROW_MIN_SHARE, threads_per_trial
+
+    # this 2-core EPYC (20-min race): 260 img/s each side by side, 410 for one trial on both cores
+    assert threads_per_trial(260.0, 410.0, slots=2, cpu=1.0) == 2.0
+    # the machine: two one-thread loops side by side got more epochs each than one on two threads
+    assert threads_per_trial(27.0, 24.0, slots=2, cpu=1.0) == 1.0
+    assert threads_per_trial(NARROW_MIN_SHARE * 100.0, 100.0, slots=4, cpu=2.0) == 2.0
+    assert threads_per_trial(NARROW_MIN_SHARE * 100.0 - 1, 100.0, slots=4, cpu=2.0) == 8.0

@@ -155,10 +155,12 @@ class SearchPlan:
     cycles: int
     search_deadline: float
     precision: str = "fp32"
+    threads_per_trial: float = 1.0
 
     def describe(self) -> str:
         return (
-            f"budget plan: {self.trials} trials ({self.slots} at a time, {self.rounds} round"
+            f"budget plan: {self.trials} trials ({self.slots} at a time on {self.threads_per_trial:g} "
+            f"thread{'s' if self.threads_per_trial != 1 else ''} each, {self.rounds} round"
             f"{'s' if self.rounds > 1 else ''}), ~{self.est_epochs_per_trial} epochs each "
             f"({self.images_per_s:.0f} img/s per trial measured, {self.precision}), "
             f"search {self.search_s / 60:.1f} min, "
@@ -169,7 +171,7 @@ class SearchPlan:
 def plan_search(
     *, budget_s: float, elapsed_s: float, slots: int, images_per_s: float, train_images: int,
     eval_images: int, min_epochs: int, reserve_s: float, cycles: int = 1, now: float | None = None,
-    precision: str = "fp32",
+    precision: str = "fp32", threads: float = 1.0,
 ) -> SearchPlan:  # fmt: skip
     """Rounds of ``slots`` parallel trials that fill the search window, each round's trials long enough for
     ``min_epochs`` (fewer, longer trials beat many short ones at a fixed budget; parallel one-thread trials
@@ -197,6 +199,7 @@ def plan_search(
         cycles=cycles if rounds == 1 else max(2, cycles),
         search_deadline=(time.time() if now is None else now) + search_s,
         precision=precision,
+        threads_per_trial=threads,
     )
 
 

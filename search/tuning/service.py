@@ -120,6 +120,8 @@ def search(
     if budgeted or cfg.precision == "auto":
         cfg, images_per_s = training_pace(cfg)
     if budgeted:
+        cfg, images_per_s = trial_width(cfg, images_per_s)
+    if budgeted:
         plan = budget_plan(cfg, data, deadline, images_per_s)
         (out / PLAN_FILE).write_text(json.dumps(asdict(plan), indent=2) + "\n")
         print(plan.describe())
@@ -150,20 +152,70 @@ def search(
     return SearchRun(out, cfg, prepared, trials)
 
 
+def pace_probe(cfg: SearchConfig) -> tuple[str, dict, int]:
+    """What pace is measured on: the space's first architecture, its first kwargs, its smallest batch."""
+    arch = cfg.space.archs[0]
+    kwargs = {k: (v[0] if isinstance(v, tuple) else v.low) for k, v in arch.kwargs.items()}
+    batch = cfg.space.batch_size
+    return arch.name, kwargs, int(batch[0] if isinstance(batch, tuple) else batch.low)
+
+
 def training_pace(cfg: SearchConfig) -> tuple[SearchConfig, float]:
     """One trial's training images/s on this machine for the space's first architecture, on a trial's
     threads, and ``cfg`` with ``precision: auto`` settled to the faster of fp32 and bf16 (measured: bf16
     autocast is +20% on a CPU with bfloat16 instructions, 17x slower on an AVX2-only one)."""
-    arch = cfg.space.archs[0]
-    kwargs = {k: (v[0] if isinstance(v, tuple) else v.low) for k, v in arch.kwargs.items()}
-    batch = cfg.space.batch_size
-    batch = int(batch[0] if isinstance(batch, tuple) else batch.low)
+    arch, kwargs, batch = pace_probe(cfg)
     threads = int(cfg.resources.cpu)
     if cfg.precision != "auto":
-        return cfg, measure_images_per_s(arch.name, kwargs, threads, batch, precision=cfg.precision)
-    precision, images_per_s = choose_precision(arch.name, kwargs, threads, batch)
+        return cfg, measure_images_per_s(arch, kwargs, threads, batch, precision=cfg.precision)
+    precision, images_per_s = choose_precision(arch, kwargs, threads, batch)
     print(f"precision auto: {precision} ({images_per_s:.0f} img/s per trial; the faster here)")
     return cfg.replace(precision=precision), images_per_s
+
+
+#: Trials side by side (one per ``resources.cpu``) are kept when each still trains at least this share of
+#: the images/s of one trial on all of the node's CPUs: an ensemble of two members makes up for about a
+#: fifth fewer epochs each, not for more. Measured on a 2-core AVX2 EPYC (20-min race, commit ddce45c): two
+#: mini_xception trials side by side trained 260 img/s each, one on both cores 410 -- 9 epochs each against
+#: 17.5, and the pair's ensemble lost to the single run by 1.9 points; so there one trial takes both cores.
+NARROW_MIN_SHARE = 0.8
+
+
+def threads_per_trial(side_by_side: float, wide: float, slots: int, cpu: float) -> float:
+    """``cpu`` (narrow trials, ``slots`` at a time) when each side-by-side trial's measured images/s is
+    at least :data:`NARROW_MIN_SHARE` of ``wide`` (one trial on ``slots * cpu`` threads), else all of them."""
+    return cpu if side_by_side >= NARROW_MIN_SHARE * wide else slots * cpu
+
+
+def trial_width(cfg: SearchConfig, images_per_s: float) -> tuple[SearchConfig, float]:
+    """For a budgeted search on one CPU node: time the trials side by side as they would run (one Ray task
+    per slot, at once) and one trial on every CPU, and keep the width that trains faster per trial
+    (:func:`threads_per_trial`); returns the config (``resources.cpu``) and that trial's images/s."""
+    import dataclasses
+
+    import ray
+
+    slots = trial_slots(cfg) or 1
+    nodes = [n for n in ray.nodes() if n.get("Alive")] if ray.is_initialized() else []
+    if slots < 2 or len(nodes) != 1 or cfg.resources.gpu > 0 or cfg.workers_per_trial > 1:
+        return cfg, images_per_s
+    arch, kwargs, batch = pace_probe(cfg)
+    threads = int(cfg.resources.cpu)
+    pace = ray.remote(num_cpus=cfg.resources.cpu)(measure_images_per_s)
+    at_once = {"seconds": 6.0, "precision": cfg.precision}
+    runs = [pace.remote(arch, kwargs, threads, batch, **at_once) for _ in range(slots)]
+    side_by_side = float(np.mean(ray.get(runs)))
+    wide = measure_images_per_s(arch, kwargs, int(slots * threads), batch, precision=cfg.precision)
+    cpu = threads_per_trial(side_by_side, wide, slots, cfg.resources.cpu)
+    narrow = cpu == cfg.resources.cpu
+    choice = f"{slots} trials at a time" if narrow else "one trial at a time on every CPU"
+    print(
+        f"trial width: {side_by_side:.0f} img/s per trial with {slots} side by side, {wide:.0f} for one on "
+        f"{int(slots * threads)} threads → {choice}"
+    )
+    if narrow:
+        return cfg, side_by_side
+    return cfg.replace(resources=dataclasses.replace(cfg.resources, cpu=float(cpu))), wide
 
 
 def budget_plan(cfg: SearchConfig, data: TrialData, deadline: float, images_per_s: float) -> SearchPlan:
@@ -183,7 +235,7 @@ def budget_plan(cfg: SearchConfig, data: TrialData, deadline: float, images_per_
     return plan_search(
         budget_s=budget, elapsed_s=budget - (deadline - now), slots=slots, images_per_s=images_per_s,
         train_images=n_train, eval_images=len(data.val_x), min_epochs=cfg.min_epochs_per_trial,
-        reserve_s=reserve, cycles=cfg.cycles, now=now, precision=cfg.precision,
+        reserve_s=reserve, cycles=cfg.cycles, now=now, precision=cfg.precision, threads=cfg.resources.cpu,
     )  # fmt: skip
 
 
