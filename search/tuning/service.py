@@ -201,11 +201,16 @@ def trial_width(cfg: SearchConfig, images_per_s: float) -> tuple[SearchConfig, f
         return cfg, images_per_s
     arch, kwargs, batch = pace_probe(cfg)
     threads = int(cfg.resources.cpu)
+    # both timed in Ray workers, where trials run: the wide trial alone, then the narrow ones at once
+    probe = {"seconds": 6.0, "precision": cfg.precision}
+    wide_task = ray.remote(num_cpus=slots * cfg.resources.cpu)(measure_images_per_s)
+    wide = float(ray.get(wide_task.remote(arch, kwargs, int(slots * threads), batch, **probe)))
     pace = ray.remote(num_cpus=cfg.resources.cpu)(measure_images_per_s)
-    at_once = {"seconds": 6.0, "precision": cfg.precision}
-    runs = [pace.remote(arch, kwargs, threads, batch, **at_once) for _ in range(slots)]
-    side_by_side = float(np.mean(ray.get(runs)))
-    wide = measure_images_per_s(arch, kwargs, int(slots * threads), batch, precision=cfg.precision)
+    warm = {"seconds": 0.0, "warmup": 1, "min_steps": 1}  # every worker started first: the timed runs overlap
+    ray.get([pace.remote(arch, kwargs, threads, batch, **warm) for _ in range(slots)])
+    side_by_side = float(
+        np.mean(ray.get([pace.remote(arch, kwargs, threads, batch, **probe) for _ in range(slots)]))
+    )
     cpu = threads_per_trial(side_by_side, wide, slots, cfg.resources.cpu)
     narrow = cpu == cfg.resources.cpu
     choice = f"{slots} trials at a time" if narrow else "one trial at a time on every CPU"
