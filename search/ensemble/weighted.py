@@ -4,7 +4,6 @@ scores it, the merge net is built from candidates, and export writes candidates 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.trial import TRIAL_FILE, TrialCheckpoint
+from search.trial import TrialCheckpoint
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class Candidate:
 
     @classmethod
     def from_checkpoint(cls, name: str, checkpoint: Path) -> Candidate:
-        saved = json.loads((checkpoint / TRIAL_FILE).read_text())
+        saved = TrialCheckpoint(checkpoint).read()
         cfg = saved["config"]
         return cls(
             name, cfg["arch"], cfg.get("arch_kwargs", {}), checkpoint,

@@ -7,7 +7,6 @@ checkpoints, searcher state), ``pareto.csv``/``pareto.png`` when multi-objective
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from search.trial import (
     TRIAL_FILE,
     VAL_FILE,
     SearchPlan,
+    TrialCheckpoint,
     TrialData,
     rung_fractions,
     train_fer,
@@ -336,7 +336,7 @@ def _record(result, experiment_path: str, local: Path, pruned: set[str], chance:
         ckpt = best_train_checkpoint(Path(metrics["checkpoint_path"]).parent)
     best_epoch, val_acc, val_loss, saved_cfg = 0, -1.0, None, {}
     if ckpt is not None and (ckpt / TRIAL_FILE).is_file():
-        saved = json.loads((ckpt / TRIAL_FILE).read_text())
+        saved = TrialCheckpoint(ckpt).read()
         best_epoch, val_acc, saved_cfg = (
             int(saved["best_epoch"]),
             float(saved["best_val_acc"]),
