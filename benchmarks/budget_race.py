@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline import DataManifest
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
 from search.ensemble import bootstrap_ci
@@ -58,7 +59,7 @@ def _score(probs: np.ndarray, labels: np.ndarray) -> tuple[float, tuple[float, f
 
 def race(data: Path, minutes: float, work: Path) -> dict:
     root = work / "data"
-    if not (root / "manifest.json").is_file():
+    if DataManifest.try_read(root) is None:
         prepare_fer2013(data, root)
     _, val_y = load_split(root, "PublicTest")
 

@@ -81,9 +81,7 @@ def main() -> None:
         ck = prepare(PrepareConfig(source, seed=seed), work / f"ckplus_{seed}")
         split_subjects = [subjects(ck.root, s) for s in ("Training", "PublicTest", "PrivateTest")]
         assert not any(a & b for i, a in enumerate(split_subjects) for b in split_subjects[i + 1 :])
-        counts = {
-            s: int(sum(ck.manifest["counts"][s].values())) for s in ("Training", "PublicTest", "PrivateTest")
-        }
+        counts = {s: sum(ck.manifest.counts[s].values()) for s in ("Training", "PublicTest", "PrivateTest")}
         val_x, val_y = load_split(ck.root, "PublicTest")
 
         runs = {

@@ -140,10 +140,10 @@ def ray_pipeline(path: Path, out: Path, per_class: int) -> tuple[float, int, lis
     again = prepare(cfg, out.with_name(out.name + "_warm"))  # Ray up, as in a search that prepares data
     warm = time.perf_counter() - done
     ray.shutdown()
-    assert again.manifest["counts"] == balanced.manifest["counts"]
-    counts = [balanced.manifest["counts"]["Training"][c] for c in balanced.classes]
+    assert again.manifest.counts == balanced.manifest.counts
+    counts = [balanced.manifest.counts["Training"][c] for c in balanced.classes]
     phases = {"imports": imported - start, "prepare incl. Ray start": done - imported, "warm": warm}
-    return done - start, balanced.manifest["rows_in"], counts, phases
+    return done - start, balanced.manifest.rows_in, counts, phases
 
 
 EMPTY_PIPELINE = """

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_pipeline import DataManifest
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
 from search.trial import build_model, predict_proba, to_tensor
@@ -109,7 +110,7 @@ def main() -> None:
         root = Path(args.data_root)
     else:
         root = Path(args.run) / "data" if args.run else Path(tempfile.mkdtemp()) / "data"
-        if not (root / "manifest.json").is_file():
+        if DataManifest.try_read(root) is None:
             prepare_fer2013(args.data, root)
     x, y = load_split(root, "Training")
     vx, vy = load_split(root, "PublicTest")

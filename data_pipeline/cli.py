@@ -79,8 +79,15 @@ def _prepare(args: argparse.Namespace) -> int:
         built = [prepare(cfg, args.out)]
     for prepared in built:
         m = prepared.manifest
-        keys = ("variant", "rows_in", "rows_written", "rows_quarantined", "rows_augmented")
-        print(json.dumps({**{k: m[k] for k in keys}, "quarantine_kinds": m["quarantine_kinds"]}))
+        line = {
+            "variant": m.variant,
+            "rows_in": m.rows_in,
+            "rows_written": m.rows_written,
+            "rows_quarantined": m.rows_quarantined,
+            "rows_augmented": m.rows_augmented,
+            "quarantine_kinds": m.quarantine_kinds,
+        }
+        print(json.dumps(line))
         print(counts_table(m))
         print(f"prepared {args.path} → {prepared.root}")
     return 0

@@ -3,6 +3,7 @@
 Readers and variants hand the driver one Arrow table (all splits, a ``split`` column) plus the rows they
 could not or would not keep; this module writes it the one deterministic way (one file per split, rows in
 a canonical order, no timestamps) so the same inputs and seed give byte-identical Parquet.
+:class:`DataManifest` is the only reader and writer of ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import functools
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +27,7 @@ CLASSES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surpris
 CLASSES8: tuple[str, ...] = (*CLASSES, "Contempt")
 SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 SIDE = 48
+MANIFEST_FILE = "manifest.json"
 QUARANTINE_HEADER = ("row", "kind", "reason", "origin")
 COLUMN_ORDER = ("row", "split", "label", "image", "soft", "aug", "subject", "path")
 # Quarantine kinds that count against ``max_bad_fraction``; the others are deliberate, reported drops.
@@ -35,19 +38,164 @@ class DataError(ValueError):
     """Input that cannot be ingested; the message names the file (and row where known)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImageShape:
+    """The pixels behind the ``image`` column, which holds raw bytes: 48x48 and 64x36 look alike there."""
+
+    height: int
+    width: int
+    channels: int = 1
+    dtype: str = "uint8"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaseVariant:
+    """The dataset a derived variant was built from, as it was then (``describe`` plots its Training counts
+    as the *before*); ``root`` is relative to the derived variant's directory."""
+
+    variant: str
+    root: str
+    classes: tuple[str, ...]
+    counts: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataManifest:
+    """``manifest.json`` of a prepared dataset, and the only reader and writer of it.
+
+    ``spec_sha256`` and ``pipeline_version`` decide whether a directory is reused (:func:`cached`); the
+    classes, counts and image shape are what trials, selection, the report and the export read. Fields are
+    the JSON keys, in the order they are written; ``None`` ones are left out. A key a hand-made or older
+    manifest lacks takes the default (classes: FER2013's); ``counts`` is the one a reader needs.
+    """
+
+    source: str | None = None
+    source_sha256: str | None = None
+    format: str | None = None
+    variant: str | None = None
+    variant_params: dict | None = None
+    seed: int | None = None
+    source_options: dict | None = None
+    preprocess: dict | None = None
+    base: BaseVariant | None = None
+    spec: dict | None = None
+    spec_sha256: str | None = None
+    pipeline_version: str | None = None
+    classes: tuple[str, ...] = CLASSES
+    image: ImageShape | None = None
+    columns: tuple[str, ...] | None = None
+    rows_in: int = 0
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    rows_augmented: int = 0
+    rows_total: int = 0
+    quarantine_kinds: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    class_weights: dict[str, float] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    info: dict | None = None
+
+    @classmethod
+    def read(cls, root: str | Path) -> DataManifest:
+        """The manifest of the dataset at ``root``; a DataError naming the file (and the key) when it is
+        missing, not a JSON object, or a key holds the wrong type."""
+        path = Path(root) / MANIFEST_FILE
+        if not path.is_file():
+            raise DataError(f"{path}: missing; run `fersearch data prepare` first")
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: not a readable JSON manifest ({e})") from e
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: holds a {type(raw).__name__}, not a JSON object")
+        if "counts" not in raw:
+            raise DataError(f"{path}: missing key 'counts'")
+        values = {f.name: _json_value(raw, f.name, str(f.type), path) for f in fields(cls) if f.name in raw}
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    @classmethod
+    def try_read(cls, root: str | Path) -> DataManifest | None:
+        """The manifest at ``root``, or None where there is no whole one (absent, half written, damaged):
+        a directory to build, never one to use."""
+        try:
+            return cls.read(root)
+        except DataError:
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``manifest.json``."""
+        return {f.name: _plain(v) for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    def write(self, root: str | Path) -> Path:
+        """Write ``manifest.json``; :func:`write_dataset` does it last, as its presence marks a whole
+        directory."""
+        path = Path(root) / MANIFEST_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def sha256(self) -> str:
+        """The digest an export records as ``data_manifest_sha256`` (of the sorted-key JSON, so key order
+        and indentation do not change it)."""
+        return spec_hash(self.to_dict())
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON holds it: records as objects, tuples as lists."""
+    if isinstance(value, ImageShape | BaseVariant):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    return list(value) if isinstance(value, tuple) else value
+
+
+_JSON_KINDS: dict[str, type] = {"str": str, "int": int, "tuple": list}  # any other field is an object
+
+
+def _json_value(raw: dict, key: str, annotation: str, path: Path) -> Any:
+    """``raw[key]`` as the field annotated ``annotation`` holds it, or a DataError naming the key."""
+    value, head = raw[key], annotation.split("[")[0].split(" |")[0]
+    if value is None:
+        return None
+    kind = _JSON_KINDS.get(head, dict)
+    try:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(type(value).__name__)
+        if kind is list:
+            if not all(isinstance(v, str) for v in value):
+                raise TypeError("not a list of names")
+            return tuple(value)
+        if head == "ImageShape":
+            shape = ImageShape(**value)
+            if type(shape.height) is not int or type(shape.width) is not int:
+                raise TypeError("height and width must be integers")
+            return shape
+        if head == "BaseVariant":
+            _check_counts(value["counts"])
+            return BaseVariant(**{**value, "classes": tuple(value["classes"])})
+        if key == "counts":
+            _check_counts(value)
+        return value
+    except (AttributeError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: key {key!r} has the wrong type or layout ({e})") from e
+
+
+def _check_counts(counts: dict) -> None:
+    """Counts are ``{split: {class: int}}``."""
+    if not all(isinstance(c, dict) and all(type(n) is int for n in c.values()) for c in counts.values()):
+        raise TypeError("counts must be {split: {class: images}}")
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """Where a prepared dataset lives and what it holds."""
 
     root: Path
-    manifest: dict
+    manifest: DataManifest
 
     def split_path(self, split: str) -> Path:
         return self.root / f"{split}.parquet"
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(self.manifest.get("classes", CLASSES))
+        return self.manifest.classes
 
 
 @dataclass(frozen=True)
@@ -147,11 +295,13 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def write_dataset(root: Path, rows: Rows, manifest: dict) -> PreparedData:
+def write_dataset(root: Path, rows: Rows, manifest: DataManifest) -> PreparedData:
     """Write one prepared dataset; ``manifest.json`` goes last so a half-written dir is never reused.
-    ``rows.table`` is put in :func:`canonical` order in place (as :func:`read_rows` returns it)."""
+    ``manifest``: where the rows come from (source, variant, spec); what they hold (classes, shape, counts,
+    class weights) is filled in here. ``rows.table`` is put in :func:`canonical` order in place (as
+    :func:`read_rows` returns it)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "manifest.json").unlink(missing_ok=True)
+    (root / MANIFEST_FILE).unlink(missing_ok=True)
     table = rows.table = canonical(rows.table)
     has_aug = "aug" in table.column_names
     written = len(table) - (int(pc.sum(pc.greater(table["aug"], 0)).as_py() or 0) if has_aug else 0)
@@ -171,41 +321,31 @@ def write_dataset(root: Path, rows: Rows, manifest: dict) -> PreparedData:
     for q in quarantine:
         kinds[q.kind] = kinds.get(q.kind, 0) + 1
     counts = counts_by_split(table, rows.classes)
-    manifest = {
-        **manifest,
-        "pipeline_version": PIPELINE_VERSION,
-        "classes": list(rows.classes),
-        "image": {"height": rows.height, "width": rows.width, "channels": 1, "dtype": "uint8"},
-        "columns": [c for c in table.column_names if c != "split"],
-        "rows_in": rows.rows_in,
-        "rows_written": written,
-        "rows_quarantined": len(quarantine),
-        "rows_augmented": len(table) - written,
-        "rows_total": len(table),
-        "quarantine_kinds": dict(sorted(kinds.items())),
-        "counts": counts,
-        "class_weights": class_weights(counts["Training"]),
-        "files": {s: f"{s}.parquet" for s in SPLITS},
-        **({"info": rows.info} if rows.info else {}),
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = replace(
+        manifest,
+        pipeline_version=PIPELINE_VERSION,
+        classes=tuple(rows.classes),
+        image=ImageShape(height=rows.height, width=rows.width),
+        columns=tuple(c for c in table.column_names if c != "split"),
+        rows_in=rows.rows_in,
+        rows_written=written,
+        rows_quarantined=len(quarantine),
+        rows_augmented=len(table) - written,
+        rows_total=len(table),
+        quarantine_kinds=dict(sorted(kinds.items())),
+        counts=counts,
+        class_weights=class_weights(counts["Training"]),
+        files={s: f"{s}.parquet" for s in SPLITS},
+        info=rows.info or None,
+    )
+    manifest.write(root)
     return PreparedData(root, manifest)
-
-
-def read_manifest(root: Path) -> dict | None:
-    path = Path(root) / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
 
 
 def cached(root: Path, spec_sha: str) -> PreparedData | None:
     """The dataset at ``root`` if it was built from the same spec and is complete."""
-    m = read_manifest(root)
-    if m and m.get("spec_sha256") == spec_sha and m.get("pipeline_version") == PIPELINE_VERSION:
+    m = DataManifest.try_read(root)
+    if m and m.spec_sha256 == spec_sha and m.pipeline_version == PIPELINE_VERSION:
         if all((root / f"{s}.parquet").is_file() for s in SPLITS) and (root / "quarantine.csv").is_file():
             return PreparedData(root, m)
     return None
@@ -214,6 +354,8 @@ def cached(root: Path, spec_sha: str) -> PreparedData | None:
 def read_rows(prepared: PreparedData) -> Rows:
     """A prepared dataset back into driver rows (the input of a derived variant)."""
     m = prepared.manifest
+    if m.image is None:
+        raise DataError(f"{prepared.root / MANIFEST_FILE}: no image shape recorded; prepare it again")
     parts = []
     for i, name in enumerate(SPLITS):
         t = pq.read_table(prepared.split_path(name)).replace_schema_metadata(None)
@@ -225,10 +367,10 @@ def read_rows(prepared: PreparedData) -> Rows:
     return Rows(
         table=canonical(pa.concat_tables(parts)),
         quarantine=quarantine,
-        rows_in=int(m["rows_in"]),
-        classes=tuple(m["classes"]),
-        height=int(m["image"]["height"]),
-        width=int(m["image"]["width"]),
+        rows_in=m.rows_in,
+        classes=m.classes,
+        height=m.image.height,
+        width=m.image.width,
     )
 
 
@@ -262,9 +404,9 @@ def _read_split(
     if with_soft and has_soft:
         cols.append("soft")
     table = pq.read_table(path, columns=cols)
-    m = read_manifest(path.parent)
-    if m and "image" in m:
-        h, w = int(m["image"]["height"]), int(m["image"]["width"])
+    m = DataManifest.try_read(path.parent)
+    if m and m.image:
+        h, w = m.image.height, m.image.width
     else:
         side = int(round(schema.field("image").type.byte_width ** 0.5))
         h = w = side

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_pipeline.config import VARIANTS
-from data_pipeline.dataset import SPLITS, DataError, PreparedData, read_manifest
+from data_pipeline.dataset import SPLITS, DataError, DataManifest, PreparedData
 
 PLOT_FILE = "class_distribution.png"
 
@@ -18,8 +18,8 @@ def find_prepared(root: Path) -> list[PreparedData]:
     a home directory) a describe must not find, and write into, every dataset below it.
     """
     root = Path(root)
-    m = read_manifest(root)
-    if m is not None and "counts" in m:
+    m = DataManifest.try_read(root)
+    if m is not None:
         return [PreparedData(root, m)]
     places = [root / v for v in VARIANTS if v != "one-vs-rest"]
     ovr = root / "one-vs-rest"
@@ -27,8 +27,8 @@ def find_prepared(root: Path) -> list[PreparedData]:
         places += sorted(p for p in ovr.iterdir() if p.is_dir())
     found = []
     for place in places:
-        m = read_manifest(place)
-        if m is not None and "counts" in m:
+        m = DataManifest.try_read(place)
+        if m is not None:
             found.append(PreparedData(place, m))
     if not found:
         raise DataError(
@@ -38,10 +38,10 @@ def find_prepared(root: Path) -> list[PreparedData]:
     return found
 
 
-def counts_table(manifest: dict) -> str:
-    classes = manifest["classes"]
-    counts = manifest["counts"]
-    base = manifest.get("base", {}).get("counts", {}).get("Training")
+def counts_table(manifest: DataManifest) -> str:
+    classes = manifest.classes
+    counts = manifest.counts
+    base = manifest.base.counts.get("Training") if manifest.base else None
     head = ["class", *SPLITS, "total"] + (["Training before"] if base else [])
     lines = []
     for c in classes:
@@ -56,19 +56,18 @@ def counts_table(manifest: dict) -> str:
     return "\n".join(out)
 
 
-def summary(manifest: dict) -> str:
+def summary(manifest: DataManifest) -> str:
+    m = manifest
     parts = [
-        f"variant {manifest['variant']} of {manifest.get('format', '?')} {manifest.get('source', '')}",
-        f"rows in {manifest['rows_in']:,}, written {manifest['rows_written']:,}, "
-        f"quarantined {manifest['rows_quarantined']:,} {manifest.get('quarantine_kinds', {})}, "
-        f"augmented {manifest.get('rows_augmented', 0):,}",
-        "class weights (Training): "
-        + ", ".join(f"{c} {w:.3f}" for c, w in manifest.get("class_weights", {}).items()),
+        f"variant {m.variant} of {m.format or '?'} {m.source or ''}",
+        f"rows in {m.rows_in:,}, written {m.rows_written:,}, "
+        f"quarantined {m.rows_quarantined:,} {m.quarantine_kinds}, augmented {m.rows_augmented:,}",
+        "class weights (Training): " + ", ".join(f"{c} {w:.3f}" for c, w in m.class_weights.items()),
     ]
     return "\n".join(parts)
 
 
-def plot_distribution(manifest: dict, path: Path) -> Path:
+def plot_distribution(manifest: DataManifest, path: Path) -> Path:
     """Bars per class: Training before (the base) and after this variant, plus validation and test."""
     import matplotlib
 
@@ -76,14 +75,14 @@ def plot_distribution(manifest: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    classes = manifest["classes"]
-    counts = manifest["counts"]
+    classes = manifest.classes
+    counts = manifest.counts
     series: list[tuple[str, list[int]]] = []
-    base = manifest.get("base")
-    if base and base.get("classes") == classes:
-        before = [base["counts"]["Training"][c] for c in classes]
-        series.append((f"Training before ({base['variant']})", before))
-    series.append((f"Training ({manifest['variant']})", [counts["Training"][c] for c in classes]))
+    base = manifest.base
+    if base and base.classes == classes:
+        before = [base.counts["Training"][c] for c in classes]
+        series.append((f"Training before ({base.variant})", before))
+    series.append((f"Training ({manifest.variant})", [counts["Training"][c] for c in classes]))
     series += [(s, [counts[s][c] for c in classes]) for s in SPLITS[1:]]
     x = np.arange(len(classes))
     width = 0.8 / len(series)
@@ -92,7 +91,7 @@ def plot_distribution(manifest: dict, path: Path) -> Path:
         ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=label)
     ax.set_xticks(x, classes, rotation=30, ha="right")
     ax.set_ylabel("images")
-    ax.set_title(f"Class distribution: {manifest['variant']}")
+    ax.set_title(f"Class distribution: {manifest.variant}")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

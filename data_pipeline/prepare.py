@@ -22,7 +22,9 @@ from data_pipeline.dataset import (
     BAD_KINDS,
     CLASSES8,
     PIPELINE_VERSION,
+    BaseVariant,
     DataError,
+    DataManifest,
     PreparedData,
     Quarantined,
     Rows,
@@ -186,29 +188,29 @@ def _original(cfg: PrepareConfig, root: Path) -> _Built:
     rows = _read_source(cfg, root)
     _check_bad_fraction(rows, cfg)
     s = cfg.source
-    manifest = {
-        "source": str(s.path.resolve()),
-        "source_sha256": main_sha,
-        "format": FORMATS[s.kind],
-        "variant": "original",
-        "seed": cfg.seed,
-        "source_options": {k: v for k, v in as_dict(s).items() if k not in ("kind", "path")},
-        "preprocess": as_dict(cfg.preprocess),
-        "spec": spec,
-        "spec_sha256": sha,
-    }
+    manifest = DataManifest(
+        source=str(s.path.resolve()),
+        source_sha256=main_sha,
+        format=FORMATS[s.kind],
+        variant="original",
+        seed=cfg.seed,
+        source_options={k: v for k, v in as_dict(s).items() if k not in ("kind", "path")},
+        preprocess=as_dict(cfg.preprocess),
+        spec=spec,
+        spec_sha256=sha,
+    )
     return _Built(write_dataset(root, rows, manifest), rows)
 
 
 def _derived(
     cfg: PrepareConfig, base: _Built, root: Path, name: str, params: dict, make: Callable[[Rows], Rows]
 ) -> _Built:
-    b = base.prepared
+    b, m = base.prepared, base.prepared.manifest
     spec = {
         "variant": name,
         "params": params,
         "seed": cfg.seed,
-        "base_spec_sha256": b.manifest["spec_sha256"],
+        "base_spec_sha256": m.spec_sha256,
         "pipeline_version": PIPELINE_VERSION,
     }
     sha = spec_hash(spec)
@@ -216,21 +218,21 @@ def _derived(
     if hit:
         return _Built(hit)
     rows = make(base.load())
-    keep = ("source", "source_sha256", "format", "source_options", "preprocess")
-    manifest = {
-        **{k: b.manifest[k] for k in keep if k in b.manifest},
-        "variant": name,
-        "variant_params": params,
-        "seed": cfg.seed,
-        "base": {
-            "variant": b.manifest["variant"],
-            "root": os.path.relpath(b.root, root),
-            "classes": b.manifest["classes"],
-            "counts": b.manifest["counts"],
-        },
-        "spec": spec,
-        "spec_sha256": sha,
-    }
+    manifest = DataManifest(
+        source=m.source,
+        source_sha256=m.source_sha256,
+        format=m.format,
+        variant=name,
+        variant_params=params,
+        seed=cfg.seed,
+        source_options=m.source_options,
+        preprocess=m.preprocess,
+        base=BaseVariant(
+            variant=m.variant or "", root=os.path.relpath(b.root, root), classes=m.classes, counts=m.counts
+        ),
+        spec=spec,
+        spec_sha256=sha,
+    )
     return _Built(write_dataset(root, rows, manifest), rows)
 
 
@@ -299,7 +301,7 @@ def _one_vs_rest(cfg: PrepareConfig, base: _Built, out: Path, positive: str) -> 
     params = {
         "positive": name,
         "size": v.ovr_size,
-        "base": base.prepared.manifest["variant"],
+        "base": base.prepared.manifest.variant,
         "leftover_to_validation": v.leftover_to_validation,
         "augment": as_dict(v.augment),
     }
@@ -347,7 +349,7 @@ def prepare_one_vs_rest(cfg: PrepareConfig, out_dir: str | Path) -> dict[str, Pr
     """One binary dataset per class that has training images (``cfg.variant.positive`` is ignored)."""
     out = Path(out_dir)
     base = _ovr_base(cfg, out)
-    train = base.prepared.manifest["counts"]["Training"]
+    train = base.prepared.manifest.counts["Training"]
     return {c: _one_vs_rest(cfg, base, out, c).prepared for c in base.prepared.classes if train.get(c, 0) > 0}
 
 

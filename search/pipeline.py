@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from data_pipeline.fer2013 import CLASSES
+from data_pipeline import DataManifest
 from search.ensemble import (
     GREEDY,
     GREEDY_MERGE,
@@ -96,8 +96,8 @@ def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
     within ``PRUNE_BELOW_BEST`` of the best PublicTest accuracy (Caruana et al. 2006): a barely trained
     model's near-flat outputs can otherwise win greedy steps on a small validation set by nudging ties.
     """
-    manifest = search_dir / "data" / "manifest.json"
-    counts = json.loads(manifest.read_text())["counts"]["PublicTest"] if manifest.is_file() else {}
+    data = DataManifest.try_read(search_dir / "data")
+    counts = data.counts.get("PublicTest", {}) if data else {}
     chance = ChanceLevel.of_counts(counts.values())
     per_trial: dict[str, list[tuple[float, int, Path]]] = {}
     for trial_file in (search_dir / "tune").glob(f"trial_*/checkpoint_*/{TRIAL_FILE}"):
@@ -147,17 +147,17 @@ def merge_candidate(root: Path, candidates: list[Candidate], cfg: MergeConfig) -
     return Candidate.from_checkpoint(MERGE_DIR, ckpt)
 
 
-def preprocessing_of(data_manifest: dict) -> dict | None:
+def preprocessing_of(data: DataManifest) -> dict | None:
     """What the data pipeline did to each image (face ROI, equalisation, size) and how the training images
     were cropped (``crop``), for predict to repeat on raw photos: ``face-box`` when they are a dataset's
     whole-face crops (FER2013, CK+48: the ROI never ran on them), ``eyes-mouth`` when the pipeline's ROI
     cropped them (forced, or most images were photos)."""
-    pre = data_manifest.get("preprocess")
+    pre = data.preprocess
     if not pre:
         return None
     size = int(pre.get("size", 48))
-    roi = (data_manifest.get("info") or {}).get("roi") or {}
-    written = int(data_manifest.get("rows_written") or 0)
+    roi = (data.info or {}).get("roi") or {}
+    written = data.rows_written
     cropped = pre.get("roi") == "face" or (pre.get("roi") != "none" and 2 * int(roi.get("face", 0)) > written)
     crop = "eyes-mouth" if cropped else "face-box"
     return {"grayscale": True, "resize": [size, size], "interpolation": "area", **pre, "crop": crop}
@@ -191,7 +191,7 @@ def select_and_export(
     greedy = [r for r in rows if r.strategy in (GREEDY, GREEDY_MERGE)]
     pick = max(greedy, key=lambda r: (r.public_acc, not r.tta))
     strategy = comparison.strategies[(pick.strategy, pick.tta)]
-    manifest = json.loads((data_root / "manifest.json").read_text())
+    data = DataManifest.read(data_root)
     metrics = {
         "chosen": {"strategy": pick.strategy, "tta": pick.tta},
         "PublicTest": {"acc": pick.public_acc},
@@ -202,10 +202,10 @@ def select_and_export(
         candidates,
         strategy,
         Path(out) if out else root / "export",
-        classes=manifest.get("classes", list(CLASSES)),
+        classes=data.classes,
         metrics=metrics,
-        data_manifest=manifest,
-        preprocessing=preprocessing_of(manifest),
+        data_manifest=data,
+        preprocessing=preprocessing_of(data),
     )
     (root / "comparison.txt").write_text(format_rows(rows) + "\n")
     confusion = comparison.private_confusion[(pick.strategy, pick.tta)]

@@ -52,9 +52,9 @@ def test_every_kind_of_malformed_line_is_quarantined_with_line_and_reason(clean,
     src = damaged(clean, tmp_path / "bad.csv", edits, tail=row[:200])  # and a truncated last line
     prepared = prepare_fer2013(src, tmp_path / "out", max_bad_fraction=0.2)
     m = prepared.manifest
-    assert m["rows_in"] == N + 6
-    assert m["rows_written"] == N and m["rows_written"] + m["rows_quarantined"] == m["rows_in"]
-    assert m["quarantine_kinds"] == {"bad": 5, "blank": 1}
+    assert m.rows_in == N + 6
+    assert m.rows_written == N and m.rows_written + m.rows_quarantined == m.rows_in
+    assert m.quarantine_kinds == {"bad": 5, "blank": 1}
     q = {int(r["row"]): r for r in quarantine(prepared.root)}
     # inserted before data row i → source row i + (edits before it); line = row + 2
     expected = {
@@ -93,7 +93,7 @@ def test_over_the_limit_names_counts_per_kind_and_first_lines(clean, tmp_path, r
     assert "\n" not in msg
     # under the limit the same file prepares
     m = prepare_fer2013(src, tmp_path / "ok", max_bad_fraction=0.2).manifest
-    assert (m["rows_in"], m["rows_written"], m["rows_quarantined"]) == (N + 7, N, 7)
+    assert (m.rows_in, m.rows_written, m.rows_quarantined) == (N + 7, N, 7)
 
 
 def test_value_errors_and_quoted_fields(clean, tmp_path, ray_local):
@@ -105,6 +105,6 @@ def test_value_errors_and_quoted_fields(clean, tmp_path, ray_local):
     }
     src = damaged(clean, tmp_path / "q.csv", edits)
     m = prepare_fer2013(src, tmp_path / "out", max_bad_fraction=0.1).manifest
-    assert (m["rows_in"], m["rows_written"], m["rows_quarantined"]) == (N + 2, N + 1, 1)
+    assert (m.rows_in, m.rows_written, m.rows_quarantined) == (N + 2, N + 1, 1)
     (r,) = quarantine(tmp_path / "out")
     assert r["row"] == "2" and "non-integer" in r["reason"] and r["origin"].startswith("line 4: emotion=0")

@@ -83,21 +83,21 @@ def test_ferplus_source_majority_and_probability(tmp_path, ray_local):
     fer, votes = write_pair(tmp_path)
     cfg = PrepareConfig(SourceConfig("ferplus", fer), max_bad_fraction=0.5)
     m = prepare(cfg, tmp_path / "maj").manifest
-    assert m["classes"] == list(CLASSES8)
-    assert m["rows_in"] == 10 and m["rows_written"] == 5
-    assert m["rows_written"] + m["rows_quarantined"] == m["rows_in"]
-    assert m["quarantine_kinds"] == {"bad": 1, "label": 4}
-    assert m["counts"]["Training"]["Contempt"] == 1 and m["counts"]["Training"]["Happy"] == 2
-    assert m["info"]["ferplus"]["rows_without_image_name"] == 1
-    assert m["info"]["ferplus"]["rows_vote_sum_not_10"] == 1
-    assert m["info"]["ferplus"]["dropped_by_label_rule"] == 4
-    assert m["source_sha256"] != m["spec"]["votes_sha256"]
+    assert m.classes == CLASSES8
+    assert m.rows_in == 10 and m.rows_written == 5
+    assert m.rows_written + m.rows_quarantined == m.rows_in
+    assert m.quarantine_kinds == {"bad": 1, "label": 4}
+    assert m.counts["Training"]["Contempt"] == 1 and m.counts["Training"]["Happy"] == 2
+    assert m.info["ferplus"]["rows_without_image_name"] == 1
+    assert m.info["ferplus"]["rows_vote_sum_not_10"] == 1
+    assert m.info["ferplus"]["dropped_by_label_rule"] == 4
+    assert m.source_sha256 != m.spec["votes_sha256"]
     x, y = load_split(tmp_path / "maj" / "original", "Training")
     assert y.tolist() == [6, 7, 3, 3]
 
     cfg = PrepareConfig(SourceConfig("ferplus", fer, label_mode="probability"), max_bad_fraction=0.5)
     prob = prepare(cfg, tmp_path / "prob")
-    assert prob.manifest["rows_written"] == 6
+    assert prob.manifest.rows_written == 6
     x, y, soft = load_split(prob.root, "Training", with_soft=True)
     assert soft.shape == (5, 8) and soft.dtype == np.float32
     np.testing.assert_allclose(soft.sum(1), 1, rtol=1e-6)

@@ -49,12 +49,12 @@ def ckplus_dir(tmp_path_factory) -> Path:
 def test_ckplus_subject_independent_splits_from_dir_and_tar(tmp_path, ray_local, ckplus_dir):
     a = prepare(PrepareConfig(SourceConfig("ckplus", ckplus_dir.parent)), tmp_path / "dir")
     m = a.manifest
-    assert m["classes"] == list(CLASSES8) and m["rows_in"] == 108 and m["rows_written"] == 108
+    assert m.classes == CLASSES8 and m.rows_in == 108 and m.rows_written == 108
     subjects = subjects_by_split(a.root)
     assert all(subjects[s] for s in SPLITS)
     assert sum(map(len, subjects.values())) == len(set().union(*subjects.values())) == 12
-    assert m["info"]["subjects"] == {s: sorted(v) for s, v in subjects.items()}
-    contempt = sum(m["counts"][s]["Contempt"] for s in SPLITS)
+    assert m.info["subjects"] == {s: sorted(v) for s, v in subjects.items()}
+    contempt = sum(m.counts[s]["Contempt"] for s in SPLITS)
     assert contempt == 3 * sum(1 for s in range(1, 13) for q in range(1, 4) if (s + q) % 7 == 1)
 
     tar_path = tmp_path / "ckplus.tar"
@@ -69,9 +69,9 @@ def test_ckplus_contempt_to_disgust(tmp_path, ray_local, ckplus_dir):
     kept = prepare(PrepareConfig(SourceConfig("ckplus", ckplus_dir.parent)), tmp_path / "keep").manifest
     cfg = PrepareConfig(SourceConfig("ckplus", ckplus_dir.parent, contempt="disgust"))
     mapped = prepare(cfg, tmp_path / "map").manifest
-    assert mapped["classes"] == list(CLASSES)
+    assert mapped.classes == CLASSES
     for s in SPLITS:
-        assert mapped["counts"][s]["Disgust"] == kept["counts"][s]["Disgust"] + kept["counts"][s]["Contempt"]
+        assert mapped.counts[s]["Disgust"] == kept.counts[s]["Disgust"] + kept.counts[s]["Contempt"]
 
 
 def test_ckplus_bad_files_are_quarantined_and_counted(tmp_path, ray_local):
@@ -89,14 +89,14 @@ def test_ckplus_bad_files_are_quarantined_and_counted(tmp_path, ray_local):
     with pytest.raises(DataError, match=r"CK\+48: 4 of 11 rows are bad .*first: row 0: class folder 'bored'"):
         prepare(PrepareConfig(SourceConfig("ckplus", root)), tmp_path / "strict")
     m = prepare(PrepareConfig(SourceConfig("ckplus", root), max_bad_fraction=0.5), tmp_path / "out").manifest
-    assert m["rows_in"] == 11 and m["rows_written"] == 6 and m["rows_quarantined"] == 5  # + the skipped file
+    assert m.rows_in == 11 and m.rows_written == 6 and m.rows_quarantined == 5  # + the skipped file
     q = quarantine(tmp_path / "out" / "original")
     reasons = {origin: why for _, why, origin in q.values()}
     assert reasons["happy/S007_001_00000001.png"] == "empty file"
     assert "cannot decode" in reasons["happy/S008_001_00000001.png"]
     assert "S<subject>" in reasons["happy/portrait.png"]
     assert "bored" in reasons["bored/S009_001_00000001.png"]
-    assert m["info"]["skipped_non_image_files"]["first"] == ["README.txt"]
+    assert m.info["skipped_non_image_files"]["first"] == ["README.txt"]
 
 
 def test_jaffe_names_roi_and_subject_splits(tmp_path, ray_local):
@@ -115,14 +115,14 @@ def test_jaffe_names_roi_and_subject_splits(tmp_path, ray_local):
     with pytest.raises(DataError, match=r"jaffe: 2 of 21 rows are bad .*\[KA\.XX1\.98\.tiff\]"):
         prepare(PrepareConfig(SourceConfig("jaffe", root)), tmp_path / "strict")
     m = prepare(PrepareConfig(SourceConfig("jaffe", root), max_bad_fraction=0.2), tmp_path / "out").manifest
-    assert m["classes"] == list(CLASSES) and m["rows_in"] == 21
-    assert m["rows_written"] + m["rows_quarantined"] == 21
+    assert m.classes == CLASSES and m.rows_in == 21
+    assert m.rows_written + m.rows_quarantined == 21
     q = quarantine(tmp_path / "out" / "original")
     kinds = {origin: kind for kind, _, origin in q.values()}
     assert kinds["KA.NE2.99.tiff"] == "no_face"
     assert kinds["KA_HA.tiff"] == kinds["KA.XX1.98.tiff"] == "bad"
-    roi = m["info"]["roi"]
-    assert roi["face"] == m["rows_written"] >= 12 and roi["no_face"] == m["quarantine_kinds"]["no_face"]
+    roi = m.info["roi"]
+    assert roi["face"] == m.rows_written >= 12 and roi["no_face"] == m.quarantine_kinds["no_face"]
     x, _ = load_split(tmp_path / "out" / "original", "Training")
     assert x.shape[1:] == (48, 48) and x.std() > 10
     subjects = subjects_by_split(tmp_path / "out" / "original")
@@ -144,8 +144,8 @@ def test_folder_train_test_layout_carves_validation(tmp_path, ray_local):
     root = tmp_path / "kaggle"
     _write_folder(root, {"train": {"angry": 20, "happy": 30}, "test": {"angry": 5, "happy": 5}})
     m = prepare(PrepareConfig(SourceConfig("folder", root)), tmp_path / "out").manifest
-    assert m["classes"] == list(CLASSES)
-    c = m["counts"]
+    assert m.classes == CLASSES
+    c = m.counts
     assert c["PrivateTest"]["Angry"] == 5 and c["PrivateTest"]["Happy"] == 5
     assert (c["Training"]["Angry"], c["PublicTest"]["Angry"]) == (18, 2)
     assert (c["Training"]["Happy"], c["PublicTest"]["Happy"]) == (27, 3)
@@ -156,9 +156,9 @@ def test_folder_generic_classes_flat_layout(tmp_path, ray_local):
     _write_folder(root, {"": {"calm": 20, "angry": 10}}, ext=".jpg")
     cfg = PrepareConfig(SourceConfig("folder", root, split_fractions=(0.6, 0.2, 0.2)))
     m = prepare(cfg, tmp_path / "o").manifest
-    assert m["classes"] == ["angry", "calm"]
-    assert m["counts"]["Training"] == {"angry": 6, "calm": 12}
-    assert m["counts"]["PublicTest"] == {"angry": 2, "calm": 4}
-    assert m["counts"]["PrivateTest"] == {"angry": 2, "calm": 4}
+    assert m.classes == ("angry", "calm")
+    assert m.counts["Training"] == {"angry": 6, "calm": 12}
+    assert m.counts["PublicTest"] == {"angry": 2, "calm": 4}
+    assert m.counts["PrivateTest"] == {"angry": 2, "calm": 4}
     x, y = load_split(tmp_path / "o" / "original", "Training")
     assert x.shape == (18, 48, 48) and sorted(set(y.tolist())) == [0, 1]

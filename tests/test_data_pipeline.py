@@ -33,9 +33,9 @@ def test_prepare_roundtrip_counts_and_manifest(tmp_path, ray_local):
     src = write_kaggle_csv(tmp_path / "fer.csv", rows)
     prepared = prepare_fer2013(src, tmp_path / "out")
     m = prepared.manifest
-    assert m["rows_in"] == 40 and m["rows_written"] == 40 and m["rows_quarantined"] == 0
-    assert sum(m["counts"]["Training"].values()) == 24
-    assert m["counts"]["PublicTest"] == {
+    assert m.rows_in == 40 and m.rows_written == 40 and m.rows_quarantined == 0
+    assert sum(m.counts["Training"].values()) == 24
+    assert m.counts["PublicTest"] == {
         c: sum(1 for r in rows[24:32] if r[0] == i) for i, c in enumerate(CLASSES)
     }
     x, y = load_split(prepared.root, "Training")
@@ -44,7 +44,7 @@ def test_prepare_roundtrip_counts_and_manifest(tmp_path, ray_local):
     np.testing.assert_array_equal(y, [r[0] for r in rows[:24]])
     x_test, y_test = load_split(prepared.root, "PrivateTest", with_labels=False)
     assert y_test is None and x_test.shape == (8, 48, 48)
-    assert json.loads((prepared.root / "manifest.json").read_text())["source_sha256"] == m["source_sha256"]
+    assert json.loads((prepared.root / "manifest.json").read_text())["source_sha256"] == m.source_sha256
 
 
 def test_gzip_and_determinism(tmp_path, ray_local):
@@ -82,10 +82,10 @@ def test_bad_rows_are_quarantined_with_reasons(tmp_path, ray_local):
     src = write_kaggle_csv(tmp_path / "fer.csv", rows)
     prepared = prepare_fer2013(src, tmp_path / "out", max_bad_fraction=0.5)
     m = prepared.manifest
-    assert m["rows_in"] == 30
-    assert m["rows_quarantined"] == 6
-    assert m["rows_written"] + m["rows_quarantined"] == m["rows_in"]
-    assert sum(sum(c.values()) for c in m["counts"].values()) == m["rows_written"]
+    assert m.rows_in == 30
+    assert m.rows_quarantined == 6
+    assert m.rows_written + m.rows_quarantined == m.rows_in
+    assert sum(sum(c.values()) for c in m.counts.values()) == m.rows_written
     with open(prepared.root / "quarantine.csv") as f:
         q = {int(r["row"]): r["reason"] for r in csv.DictReader(f)}
     assert set(q) == {3, 7, 11, 12, 13, 14}
@@ -118,15 +118,15 @@ def test_wrong_header_and_missing_file(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "fer2013.csv.gz").is_file(), reason="needs ../shared/data")
 def test_real_fer2013_counts_match_known_table(tmp_path, ray_local):
     m = prepare_fer2013(SHARED_DATA / "fer2013.csv.gz", tmp_path / "fer").manifest
-    assert m["source_sha256"] == "aee2206a1e4bdc0155d31e955aa5d747083ca7e0e89d2ba9a64ef431b3f9144a"
-    assert m["rows_in"] == 35887 and m["rows_quarantined"] == 0
+    assert m.source_sha256 == "aee2206a1e4bdc0155d31e955aa5d747083ca7e0e89d2ba9a64ef431b3f9144a"
+    assert m.rows_in == 35887 and m.rows_quarantined == 0
     expected = {
         "Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
         "PublicTest": [467, 56, 496, 895, 653, 415, 607],
         "PrivateTest": [491, 55, 528, 879, 594, 416, 626],
     }
     for split, counts in expected.items():
-        assert [m["counts"][split][c] for c in CLASSES] == counts
+        assert [m.counts[split][c] for c in CLASSES] == counts
 
 
 def test_malformed_csv_line_names_the_file(tmp_path, ray_local):
@@ -165,7 +165,7 @@ def test_many_blocks_keep_source_order(tmp_path, ray_local):
             assert " ".join(map(str, x[k].ravel())) == expected[k]["pixels"]
         np.testing.assert_array_equal(y, [int(r["emotion"]) for r in expected])
         row += len(x)
-    assert row == 5000 == prepared.manifest["rows_written"]
+    assert row == 5000 == prepared.manifest.rows_written
 
 
 def test_a_split_is_decoded_and_a_file_hashed_once_per_process(tmp_path, ray_local, monkeypatch):

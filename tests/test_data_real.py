@@ -36,11 +36,11 @@ def test_fer2013_original_and_balanced(fer_out):
     cfg = PrepareConfig(SourceConfig("fer2013", FER, ferplus=VOTES), variant=VariantConfig("balanced"))
     b = prepare(cfg, fer_out)
     o = b.root.parent / "original"
-    assert b.manifest["base"]["counts"] == {s: dict(zip(CLASSES, KNOWN[s], strict=True)) for s in SPLITS}
-    assert b.manifest["source_sha256"] == "aee2206a1e4bdc0155d31e955aa5d747083ca7e0e89d2ba9a64ef431b3f9144a"
-    assert b.manifest["counts"]["Training"] == dict.fromkeys(CLASSES, 8000)
-    assert b.manifest["rows_in"] == 35887 and b.manifest["rows_augmented"] == 56000 - 28709
-    assert b.manifest["rows_written"] + b.manifest["rows_quarantined"] == 35887
+    assert b.manifest.base.counts == {s: dict(zip(CLASSES, KNOWN[s], strict=True)) for s in SPLITS}
+    assert b.manifest.source_sha256 == "aee2206a1e4bdc0155d31e955aa5d747083ca7e0e89d2ba9a64ef431b3f9144a"
+    assert b.manifest.counts["Training"] == dict.fromkeys(CLASSES, 8000)
+    assert b.manifest.rows_in == 35887 and b.manifest.rows_augmented == 56000 - 28709
+    assert b.manifest.rows_written + b.manifest.rows_quarantined == 35887
     for s in SPLITS[1:]:
         np.testing.assert_array_equal(load_split(o, s)[0], load_split(b.root, s)[0])
     x, y = load_split(b.root, "Training")
@@ -68,38 +68,38 @@ def _clear_disagreements(share: float, max_original: int) -> int:
 def test_fer2013_filtered_by_ferplus_votes(fer_out):
     cfg = PrepareConfig(SourceConfig("fer2013", FER, ferplus=VOTES), variant=VariantConfig("filtered"))
     m = prepare(cfg, fer_out).manifest
-    info = m["info"]["filter"]
+    info = m.info["filter"]
     assert info["filter_by"] == ["votes"]
     assert info["dropped_nonface_votes"] >= 173
     assert info["relabelled"] == _clear_disagreements(share=0.7, max_original=1) > 1000
-    assert m["rows_written"] == 35887 - info["dropped_nonface_votes"]
-    assert m["quarantine_kinds"] == {"filtered": info["dropped_nonface_votes"]}
+    assert m.rows_written == 35887 - info["dropped_nonface_votes"]
+    assert m.quarantine_kinds == {"filtered": info["dropped_nonface_votes"]}
 
 
 @needs_fer
 def test_ferplus_majority_has_eight_classes(tmp_path, ray_local):
     m = prepare(PrepareConfig(SourceConfig("ferplus", FER, ferplus=VOTES)), tmp_path).manifest
-    assert m["classes"] == list(CLASSES8)
+    assert m.classes == CLASSES8
     for s in SPLITS:
-        assert all(m["counts"][s][c] > 0 for c in CLASSES8), m["counts"][s]
-    fp = m["info"]["ferplus"]
+        assert all(m.counts[s][c] > 0 for c in CLASSES8), m.counts[s]
+    fp = m.info["ferplus"]
     assert fp["rows"] == 35887 and fp["rows_without_image_name"] == 173 and fp["rows_vote_sum_not_10"] == 1
-    assert m["rows_written"] + m["rows_quarantined"] == 35887
-    assert m["quarantine_kinds"]["label"] == fp["dropped_by_label_rule"] >= 173
-    assert 30000 < m["rows_written"] < 35887
+    assert m.rows_written + m.rows_quarantined == 35887
+    assert m.quarantine_kinds["label"] == fp["dropped_by_label_rule"] >= 173
+    assert 30000 < m.rows_written < 35887
 
 
 @pytest.mark.skipif(not CKPLUS.is_file(), reason="needs ../shared/data/ckplus.tar")
 def test_ckplus_subject_independent_splits(tmp_path, ray_local):
     p = prepare(PrepareConfig(SourceConfig("ckplus", CKPLUS)), tmp_path)
     m = p.manifest
-    assert m["rows_in"] == 981 and m["rows_written"] == 981
-    total = {c: sum(m["counts"][s][c] for s in SPLITS) for c in CLASSES8}
+    assert m.rows_in == 981 and m.rows_written == 981
+    total = {c: sum(m.counts[s][c] for s in SPLITS) for c in CLASSES8}
     readme = {"Angry": 135, "Disgust": 177, "Fear": 75, "Happy": 207, "Sad": 84, "Surprise": 249}
     assert total == {**readme, "Neutral": 0, "Contempt": 54}
     tables = {s: pq.read_table(p.split_path(s), columns=["subject"]) for s in SPLITS}
     subjects = {s: set(t["subject"].to_pylist()) for s, t in tables.items()}
     assert sum(len(v) for v in subjects.values()) == len(set().union(*subjects.values())) == 118
     assert all(subjects[s] for s in SPLITS)
-    n_train = sum(m["counts"]["Training"].values())
+    n_train = sum(m.counts["Training"].values())
     assert 0.7 < n_train / 981 < 0.9

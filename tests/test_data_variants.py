@@ -70,19 +70,19 @@ def test_balanced_exact_counts_and_untouched_eval_splits(tmp_path, ray_local, fe
     b = prepare(cfg(path, name="balanced", per_class=PER_CLASS), tmp_path)
     o = prepare(cfg(path), tmp_path)
     m, om = b.manifest, o.manifest
-    assert m["counts"]["Training"] == dict.fromkeys(CLASSES, PER_CLASS)
+    assert m.counts["Training"] == dict.fromkeys(CLASSES, PER_CLASS)
     for s in SPLITS[1:]:
-        assert m["counts"][s] == om["counts"][s]
+        assert m.counts[s] == om.counts[s]
         np.testing.assert_array_equal(load_split(b.root, s)[0], load_split(o.root, s)[0])
-    info = m["info"]["balance"]
-    train = om["counts"]["Training"]
+    info = m.info["balance"]
+    train = om.counts["Training"]
     assert info["augmented"] == {c: PER_CLASS - n for c, n in train.items() if n < PER_CLASS}
     assert info["undersampled"] == {c: n - PER_CLASS for c, n in train.items() if n > PER_CLASS}
-    assert m["rows_augmented"] == sum(info["augmented"].values())
-    assert m["rows_written"] + m["rows_quarantined"] == m["rows_in"] == N_ROWS
-    assert m["quarantine_kinds"] == {"undersampled": sum(info["undersampled"].values())}
-    assert m["class_weights"] == dict.fromkeys(CLASSES, 1.0)
-    assert m["base"]["counts"] == om["counts"] and m["base"]["variant"] == "original"
+    assert m.rows_augmented == sum(info["augmented"].values())
+    assert m.rows_written + m.rows_quarantined == m.rows_in == N_ROWS
+    assert m.quarantine_kinds == {"undersampled": sum(info["undersampled"].values())}
+    assert m.class_weights == dict.fromkeys(CLASSES, 1.0)
+    assert m.base.counts == om.counts and m.base.variant == "original"
 
     t = rows_of(b.root, "Training")
     x, y = load_split(b.root, "Training")
@@ -124,7 +124,7 @@ def test_same_seed_same_bytes_other_seed_differs_and_cache(tmp_path, ray_local, 
     assert again.split_path("Training").stat().st_mtime_ns == stamp
     assert (tmp_path / "a" / "original" / "Training.parquet").stat().st_mtime_ns == base_stamp
     bigger = prepare(cfg(path, name="balanced", per_class=70), tmp_path / "a")
-    assert bigger.manifest["counts"]["Training"] == dict.fromkeys(CLASSES, 70)
+    assert bigger.manifest.counts["Training"] == dict.fromkeys(CLASSES, 70)
     assert (tmp_path / "a" / "original" / "Training.parquet").stat().st_mtime_ns == base_stamp
 
 
@@ -132,13 +132,13 @@ def test_filtered_by_votes_drops_nonfaces_and_relabels_clear_mislabels(tmp_path,
     path, labels, cases = fer
     f = prepare(cfg(path, name="filtered"), tmp_path)
     m = f.manifest
-    info = m["info"]["filter"]
+    info = m.info["filter"]
     assert info["filter_by"] == ["votes"]
     assert info["dropped_nonface_votes"] == len(cases["nonface"])
     assert info["relabelled"] == len(cases["relabel"])
     assert sum(info["relabelled_pairs"].values()) == len(cases["relabel"])
-    assert m["quarantine_kinds"] == {"filtered": len(cases["nonface"])}
-    assert m["rows_written"] == N_ROWS - len(cases["nonface"])
+    assert m.quarantine_kinds == {"filtered": len(cases["nonface"])}
+    assert m.rows_written == N_ROWS - len(cases["nonface"])
     got = {}
     for s in SPLITS:
         t = rows_of(f.root, s)
@@ -160,9 +160,9 @@ def test_filtered_by_votes_drops_nonfaces_and_relabels_clear_mislabels(tmp_path,
         prepare(misaligned, tmp_path)
 
     fb = prepare(cfg(path, name="filtered-balanced", per_class=PER_CLASS), tmp_path).manifest
-    assert fb["counts"]["Training"] == dict.fromkeys(CLASSES, PER_CLASS)
-    assert fb["base"]["variant"] == "filtered" and fb["base"]["counts"] == m["counts"]
-    assert fb["counts"]["PublicTest"] == m["counts"]["PublicTest"]
+    assert fb.counts["Training"] == dict.fromkeys(CLASSES, PER_CLASS)
+    assert fb.base.variant == "filtered" and fb.base.counts == m.counts
+    assert fb.counts["PublicTest"] == m.counts["PublicTest"]
 
 
 def test_filtered_by_faces_drops_blank_images(tmp_path, ray_local):
@@ -174,7 +174,7 @@ def test_filtered_by_faces_drops_blank_images(tmp_path, ray_local):
     src = tmp_path / "fer.csv"
     src.write_text("\n".join(lines) + "\n")
     m = prepare(cfg(src, name="filtered"), tmp_path / "out").manifest
-    info = m["info"]["filter"]
+    info = m.info["filter"]
     assert info["filter_by"] == ["faces"] and info["relabelled"] == 0
     q = {}
     with open(tmp_path / "out" / "filtered" / "quarantine.csv", newline="") as f:
@@ -193,23 +193,23 @@ def test_one_vs_rest_per_paper(tmp_path, ray_local, fer):
     ovr = {"name": "one-vs-rest", "ovr_size": size, "ovr_base": "original"}
     happy = prepare(cfg(path, positive="happy", **ovr), tmp_path)
     m = happy.manifest
-    assert m["classes"] == ["Other", "Happy"]
-    assert m["counts"]["Training"] == {"Other": size, "Happy": size}
-    moved = o["counts"]["Training"]["Happy"] - size
-    assert m["info"]["one_vs_rest"]["positive_moved_to_validation"] == moved > 0
-    assert m["counts"]["PublicTest"]["Happy"] == o["counts"]["PublicTest"]["Happy"] + moved
-    assert m["counts"]["PrivateTest"]["Happy"] == o["counts"]["PrivateTest"]["Happy"]
-    assert sum(m["counts"]["PrivateTest"].values()) == sum(o["counts"]["PrivateTest"].values())
-    taken = m["info"]["one_vs_rest"]["other_taken"]
+    assert m.classes == ("Other", "Happy")
+    assert m.counts["Training"] == {"Other": size, "Happy": size}
+    moved = o.counts["Training"]["Happy"] - size
+    assert m.info["one_vs_rest"]["positive_moved_to_validation"] == moved > 0
+    assert m.counts["PublicTest"]["Happy"] == o.counts["PublicTest"]["Happy"] + moved
+    assert m.counts["PrivateTest"]["Happy"] == o.counts["PrivateTest"]["Happy"]
+    assert sum(m.counts["PrivateTest"].values()) == sum(o.counts["PrivateTest"].values())
+    taken = m.info["one_vs_rest"]["other_taken"]
     assert sum(taken.values()) == size and max(taken.values()) - min(v for v in taken.values()) <= 10
-    assert m["rows_written"] + m["rows_quarantined"] == m["rows_in"]
+    assert m.rows_written + m.rows_quarantined == m.rows_in
     t = rows_of(happy.root, "Training")
     assert all((labels[r] == 3) == bool(y) for r, y in zip(t["row"], t["label"], strict=True))
 
     disgust = prepare(cfg(path, positive="Disgust", **ovr), tmp_path)
     d = disgust.manifest
-    assert d["counts"]["Training"] == {"Other": size, "Disgust": size}
-    assert d["info"]["one_vs_rest"]["positive_augmented"] == size - o["counts"]["Training"]["Disgust"]
+    assert d.counts["Training"] == {"Other": size, "Disgust": size}
+    assert d.info["one_vs_rest"]["positive_augmented"] == size - o.counts["Training"]["Disgust"]
     assert disgust.root == tmp_path / "one-vs-rest" / "Disgust"
     with pytest.raises(DataError, match="--positive"):
         prepare(cfg(path, name="one-vs-rest", positive="joy"), tmp_path)
@@ -220,17 +220,17 @@ def test_one_vs_rest_all_classes_on_filtered(tmp_path, ray_local, fer):
     built = prepare_one_vs_rest(cfg(path, name="one-vs-rest", ovr_size=30), tmp_path)
     assert sorted(built) == sorted(CLASSES)
     for name, p in built.items():
-        assert p.manifest["counts"]["Training"] == {"Other": 30, name: 30}
-        assert p.manifest["base"]["variant"] == "filtered"
+        assert p.manifest.counts["Training"] == {"Other": 30, name: 30}
+        assert p.manifest.base.variant == "filtered"
 
 
 def test_class_weights_are_inverse_frequency(tmp_path, ray_local, fer):
     path, _, _ = fer
     m = prepare(cfg(path), tmp_path).manifest
-    counts = m["counts"]["Training"]
+    counts = m.counts["Training"]
     n = sum(counts.values())
-    for c, w in m["class_weights"].items():
+    for c, w in m.class_weights.items():
         assert w == pytest.approx(n / (len(CLASSES) * counts[c]), rel=1e-5)
-    assert m["class_weights"]["Disgust"] > 1 > m["class_weights"]["Happy"]
+    assert m.class_weights["Disgust"] > 1 > m.class_weights["Happy"]
     on_disk = json.loads((tmp_path / "original" / "manifest.json").read_text())
-    assert on_disk["class_weights"] == m["class_weights"]
+    assert on_disk["class_weights"] == m.class_weights

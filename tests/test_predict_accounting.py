@@ -147,9 +147,9 @@ def test_prepare_counts_every_file_of_a_folder(tmp_path, ray_local):
     (root / "happy" / "notes.txt").write_text("no face here")
     (root / "sad" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     m = prepare(PrepareConfig(SourceConfig("folder", root)), tmp_path / "out").manifest
-    assert m["rows_in"] == 16 and m["rows_written"] == 14 and m["rows_quarantined"] == 2
-    assert m["rows_written"] + m["rows_quarantined"] == m["rows_in"]
-    assert m["quarantine_kinds"] == {"skipped": 2}
+    assert m.rows_in == 16 and m.rows_written == 14 and m.rows_quarantined == 2
+    assert m.rows_written + m.rows_quarantined == m.rows_in
+    assert m.quarantine_kinds == {"skipped": 2}
     with open(tmp_path / "out" / "original" / "quarantine.csv", newline="") as f:
         q = {r["origin"]: r for r in csv.DictReader(f)}
     assert set(q) == {"happy/notes.txt", "sad/.DS_Store"}

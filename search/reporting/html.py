@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline import DataManifest
 from search.ensemble import MERGE_DIR, Row
 from search.metrics import per_class
 from search.trial import CONFUSION_FILE, TRIAL_FILE
@@ -254,10 +255,10 @@ def confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str
     return _save(fig, path)
 
 
-def class_distribution(manifest: dict, path: Path) -> Path:
+def class_distribution(manifest: DataManifest, path: Path) -> Path:
     plt = _plt()
-    classes = manifest["classes"]
-    counts = manifest["counts"]
+    classes = manifest.classes
+    counts = manifest.counts
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / max(1, len(counts))
     for k, (split, per) in enumerate(counts.items()):
@@ -565,11 +566,11 @@ def write_report(
     spec = json.loads((search_dir / SPEC_FILE).read_text()) if (search_dir / SPEC_FILE).is_file() else {}
     cfg = spec.get("config", {})
     trials = read_trials(search_dir)
-    manifest = json.loads((search_dir / "data" / "manifest.json").read_text())
-    classes = list(manifest["classes"])
+    data = DataManifest.read(search_dir / "data")
+    classes = list(data.classes)
     epochs = read_epochs(search_dir)
     arch_of = {r["trial_id"]: r.get("arch", "?") for r in trials}
-    n_public = sum(manifest["counts"].get("PublicTest", {}).values())
+    n_public = sum(data.counts.get("PublicTest", {}).values())
 
     ranked = sorted(trials, key=lambda r: -(_num(r.get("val_acc")) or -1))
     curves = {
@@ -612,12 +613,12 @@ def write_report(
         )
         if best_conf
         else None,  # fmt: skip
-        "dist": class_distribution(manifest, out / "class_distribution.png"),
+        "dist": class_distribution(data, out / "class_distribution.png"),
     }
 
     data_path = spec.get("data", "?")
     synthetic = " (the embedded synthetic set)" if "synthetic" in Path(data_path).parts else ""
-    sizes = ", ".join(f"{s} {sum(c.values()):,}" for s, c in manifest["counts"].items())
+    sizes = ", ".join(f"{s} {sum(c.values()):,}" for s, c in data.counts.items())
     res = cfg.get("resources", {})
     counted = _count_states(trials, cfg.get("max_epochs"))
     state_counts = ", ".join(f"{n} {s}" for s, n in counted.items())

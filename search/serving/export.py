@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from data_pipeline import DataManifest
 from models import create_model
 from search.ensemble import Candidate, WeightedEnsemble
 from search.trial import NORM_MEAN, NORM_STD, WEIGHTS_FILE, predict_proba
@@ -136,7 +137,7 @@ def export_ensemble(
     *,
     classes: Sequence[str],
     metrics: dict,
-    data_manifest: dict | None = None,
+    data_manifest: DataManifest | None = None,
     preprocessing: dict | None = None,
     onnx: bool = True,
 ) -> Path:
@@ -183,11 +184,7 @@ def export_ensemble(
         "output": "weighted mean of member softmax probabilities",
         "members": entries,
         "metrics": metrics,
-        "data_manifest_sha256": (
-            hashlib.sha256(json.dumps(data_manifest, sort_keys=True).encode()).hexdigest()
-            if data_manifest
-            else None
-        ),
+        "data_manifest_sha256": data_manifest.sha256() if data_manifest else None,
         "versions": _versions(),
         "files": {f: _sha256(out / f) for f in files},
     }

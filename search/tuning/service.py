@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.fer2013 import CLASSES, PreparedData, load_split
+from data_pipeline.fer2013 import PreparedData, load_split
 from data_pipeline.prepare import prepare_fer2013
 from search.spec import SearchConfig, config_from_dict
 from search.trial import (
@@ -75,7 +75,7 @@ def prepare_variants(
             variant = VariantConfig(name, per_class=per_class)
             cfg = PrepareConfig(SourceConfig("fer2013", Path(data_path)), variant=variant)
             prepared[name] = prepare(cfg, out / "variants", original_root=out / "data")
-            counts = prepared[name].manifest["counts"]["Training"]
+            counts = prepared[name].manifest.counts["Training"]
             print(f"data variant {name}: {sum(counts.values())} training images → {prepared[name].root}")
     return prepared
 
@@ -88,7 +88,7 @@ def load_trial_data(prepared: PreparedData | dict[str, PreparedData]) -> TrialDa
     prepared = by_variant["original"]
     val_x, val_y = load_split(prepared.root, "PublicTest")
     test_x, _ = load_split(prepared.root, "PrivateTest", with_labels=False)
-    classes = tuple(prepared.manifest.get("classes", CLASSES))
+    classes = prepared.classes
     return TrialData(train=train, val_x=val_x, val_y=val_y, test_x=test_x, classes=classes)
 
 
