@@ -19,7 +19,6 @@ freshly initialised models (untrained: speed only).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -145,15 +144,15 @@ def main() -> None:
         archs = ", ".join(a for a, _ in SYNTH_ARCHS)
         print(f"no --export: timing a synthetic export of 3 freshly initialised (untrained) models: {archs}")
 
-    Predictor.from_dir(export, backend="onnx")  # checks the manifest, sha256s and safetensors before timing
-    manifest = json.loads((export / "manifest.json").read_text())
-    n_classes, tta = len(manifest["classes"]), bool(manifest.get("tta_flip"))
-    entries = manifest["members"]
-    modules = [load_member(export / e["file"], e["arch"], e["arch_kwargs"], n_classes) for e in entries]
-    names = [f"member {i}: {e['arch']}" for i, e in enumerate(entries)]
+    # from_dir checks the manifest, sha256s and safetensors before timing
+    manifest = Predictor.from_dir(export, backend="onnx").manifest
+    n_classes, tta = len(manifest.classes), manifest.tta_flip
+    entries = manifest.members
+    modules = [load_member(export / e.file, e.arch, e.arch_kwargs, n_classes) for e in entries]
+    names = [f"member {i}: {e.arch}" for i, e in enumerate(entries)]
     nets = [EnsembleNet([m], [1.0], tta) for m in modules]  # a member alone, as it runs in the ensemble
     onnx_paths = [export_onnx(net, work / f"member_{i}.onnx") for i, net in enumerate(nets)]
-    nets.append(EnsembleNet(modules, [float(e["weight"]) for e in entries], tta))
+    nets.append(EnsembleNet(modules, [float(e.weight) for e in entries], tta))
     onnx_paths.append(export / ONNX_FILE)
     names.append(f"ensemble ({len(entries)})")
 

@@ -169,7 +169,7 @@ def _export(args: argparse.Namespace) -> int:
     print(f"exported {result.chosen.name}{tta} ({len(result.chosen.weights)} members) to {result.export_dir}")
     mode = args.wandb or ("auto" if args.wandb_project else "off")
     if mode != "off":
-        from search.tracking import log_export_artifact
+        from search.serving import log_export_artifact
 
         project = args.wandb_project or cfg.wandb_project
         run_dir = log_export_artifact(

@@ -252,7 +252,8 @@ def run(
         merge = dataclasses.replace(merge, bases=0)
     exported = select_and_export(out, cfg.top_k, merge=merge, bags=cfg.ensemble_bags)
     if cfg.wandb != "off":
-        from search.tracking import log_export_artifact, wandb_mode
+        from search.serving import log_export_artifact
+        from search.tracking import wandb_mode
 
         run_dir = log_export_artifact(
             exported.export_dir, project=cfg.wandb_project, mode=wandb_mode(cfg.wandb), dir=out / "wandb",

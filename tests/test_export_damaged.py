@@ -42,7 +42,7 @@ def fails(export, pattern: str, backend: str = "auto") -> str:
 
 
 def test_the_pristine_export_verifies_and_loads(export):
-    assert set(verify_export(export)["files"]) == {"member_0.safetensors", "model.onnx"}
+    assert set(verify_export(export).files) == {"member_0.safetensors", "model.onnx"}
     for backend in ("onnx", "torch"):
         assert Predictor.from_dir(export, backend=backend).predict_proba(
             np.zeros((1, 48, 48), np.uint8)

@@ -10,6 +10,7 @@ import pytest
 
 from data_pipeline import BaseVariant, DataManifest, ImageShape
 from data_pipeline.dataset import CLASSES, DataError
+from search.serving import ExportError, ExportManifest, ExportMember
 
 SOURCE_SHA = "1553f929611600d810f15b0a05e0328e05c7a9624bcea89b22b7239067244d97"
 SOURCE_OPTIONS = {
@@ -159,3 +160,96 @@ def test_a_missing_data_manifest(tmp_path):
     with pytest.raises(DataError, match=r"manifest\.json: missing"):
         DataManifest.read(tmp_path)
     assert DataManifest.try_read(tmp_path) is None
+
+
+# What ``export_ensemble`` wrote before ExportManifest (one untrained member, no data manifest).
+OLD_EXPORT = {
+    "format": "fersearch-ensemble/1",
+    "classes": list(CLASSES),
+    "input": {
+        "height": 48,
+        "width": 48,
+        "channels": 1,
+        "color": "grayscale",
+        "dtype": "uint8",
+        "normalize": {"scale": 0.00392156862745098, "mean": 0.5, "std": 0.5},
+        "layout": "NCHW",
+        "onnx_input": "float32 pixels 0..255, shape (N, 1, 48, 48); normalisation is inside the graph",
+    },
+    "preprocessing": {"grayscale": True, "resize": [48, 48], "interpolation": "area", "face_roi": None},
+    "tta_flip": False,
+    "output": "weighted mean of member softmax probabilities",
+    "members": [
+        {"file": "member_0.safetensors", "trial_id": "t0", "arch": "mini_xception", "arch_kwargs": {},
+         "weight": 1.0, "val_acc": 0.5},
+    ],
+    "metrics": {},
+    "data_manifest_sha256": None,
+    "versions": {"fersearch": "0.1.0", "torch": "2.13.0+cpu", "onnx": "1.23.2", "onnxruntime": "1.32.0",
+                 "safetensors": "0.8.0", "ray": "2.60.0", "optuna": "5.0.0",
+                 "opencv-python-headless": "4.14.0.94"},
+    "files": {"member_0.safetensors": "df2a0481ded27ac484a044a3055e38a192b7b098b2afa37a4755608f7b8126a1"},
+}  # fmt: skip
+MEMBER = ExportMember(file="member_0.safetensors", arch="vgg_fer11", arch_kwargs={"width": 0.5}, weight=0.75)
+
+
+def test_an_old_export_manifest_loads_and_is_written_byte_for_byte_as_before(tmp_path):
+    old = _written(tmp_path / "old", OLD_EXPORT)
+    m = ExportManifest.read(old)
+    assert m.classes == CLASSES and not m.tta_flip and m.data_manifest_sha256 is None
+    assert m.members == (
+        ExportMember(file="member_0.safetensors", trial_id="t0", arch="mini_xception", arch_kwargs={},
+                     weight=1.0, val_acc=0.5),
+    )  # fmt: skip
+    assert m.preprocessing == OLD_EXPORT["preprocessing"] and m.to_dict() == OLD_EXPORT
+    m.write(tmp_path)
+    assert (tmp_path / "manifest.json").read_bytes() == (old / "manifest.json").read_bytes()
+
+
+def test_an_export_manifest_round_trips(tmp_path):
+    m = ExportManifest(
+        classes=("Other", "Happy"),
+        preprocessing={"roi": "face", "crop": "eyes-mouth"},
+        tta_flip=True,
+        members=(MEMBER, ExportMember(file="member_1.safetensors", trial_id="t3", arch="cnn5", arch_kwargs={},
+                                      weight=0.25, val_acc=0.6)),
+        metrics={"PublicTest": {"acc": 0.7}},
+        data_manifest_sha256="ab" * 32,
+        files={"member_0.safetensors": "0" * 64, "member_1.safetensors": "1" * 64},
+    )  # fmt: skip
+    m.write(tmp_path)
+    assert ExportManifest.read(tmp_path) == m
+
+
+def test_an_export_manifest_with_only_what_loading_needs_takes_the_defaults(tmp_path):
+    member = {
+        "file": "member_0.safetensors",
+        "arch": "vgg_fer11",
+        "arch_kwargs": {"width": 0.5},
+        "weight": 0.75,
+    }
+    files = {"member_0.safetensors": "0" * 64}
+    raw = {"format": "fersearch-ensemble/1", "classes": ["a", "b"], "members": [member], "files": files}
+    m = ExportManifest.read(_written(tmp_path, raw))
+    assert m.members == (MEMBER,) and m.classes == ("a", "b") and not m.tta_flip and m.metrics == {}
+    assert m.preprocessing == OLD_EXPORT["preprocessing"] and m.input == OLD_EXPORT["input"]
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"tta_flip": "yes"}, r"manifest\.json: key 'tta_flip' has the wrong type; the export is damaged"),
+        ({"preprocessing": ["roi"]}, r"manifest\.json: key 'preprocessing' has the wrong type"),
+        (
+            {"members": [{**OLD_EXPORT["members"][0], "trial_id": 3}]},
+            r"members\[0\]\.trial_id has the wrong type",
+        ),
+        (
+            {"members": [{**OLD_EXPORT["members"][0], "val_acc": True}]},
+            r"members\[0\]\.val_acc has the wrong type",
+        ),
+    ],
+)
+def test_an_export_manifest_key_of_the_wrong_type_is_named(tmp_path, change, error):
+    with pytest.raises(ExportError, match=error):
+        ExportManifest.read(_written(tmp_path, {**OLD_EXPORT, **change}))

@@ -157,14 +157,12 @@ def test_video_frames_are_sampled_named_and_timed(served, clip):
 
 def test_preprocessing_recorded_in_the_manifest_is_honoured():
     assert preprocess_config(None).roi == "auto"
-    assert preprocess_config({"preprocessing": {"face_roi": None}}).roi == "auto"
-    rec = {"preprocessing": {"roi": "face", "roi_margin": 0.2, "equalize": "hist", "size": 48}}
+    assert preprocess_config({"face_roi": None}).roi == "auto"
+    rec = {"roi": "face", "roi_margin": 0.2, "equalize": "hist", "size": 48}
     cfg = preprocess_config(rec)
     assert (cfg.roi, cfg.roi_margin, cfg.equalize) == ("face", 0.2, "hist")
-    assert preprocess_config({"preprocessing": {"face_roi": False}}).roi == "none"
-    assert (
-        preprocess_config({"preprocessing": {"face_roi": {"mode": "face", "margin": 0.3}}}).roi_margin == 0.3
-    )
+    assert preprocess_config({"face_roi": False}).roi == "none"
+    assert preprocess_config({"face_roi": {"mode": "face", "margin": 0.3}}).roi_margin == 0.3
     assert preprocess_config(rec, roi=False).roi == "none"
     assert preprocess_config(rec, roi="auto").roi == "auto"
 

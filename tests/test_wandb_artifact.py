@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from search.tracking import log_export_artifact, read_offline_artifacts, read_offline_run
+from search.serving import ExportError, ExportManifest, ExportMember, log_export_artifact
+from search.tracking import read_offline_artifacts, read_offline_run
 
 MEMBERS = [
     {"file": "member_0.safetensors", "trial_id": "t0", "arch": "cnn5", "arch_kwargs": {}, "weight": 0.75,
@@ -34,15 +34,12 @@ def _fake_export(root: Path, report: bool) -> Path:
     (root / "model.onnx").write_bytes(b"onnx" * 100)
     for i, m in enumerate(MEMBERS):
         (root / m["file"]).write_bytes(bytes([i]) * (200 + i))
-    manifest = {
-        "format": "fersearch-ensemble/1",
-        "classes": ["angry", "happy"],
-        "tta_flip": False,
-        "members": MEMBERS,
-        "metrics": {"PublicTest": {"acc": 0.64}, "PrivateTest": {"acc": 0.63, "macro_f1": 0.6}},
-        "files": {},
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    ExportManifest(
+        classes=("angry", "happy"),
+        members=tuple(ExportMember(**m) for m in MEMBERS),
+        metrics={"PublicTest": {"acc": 0.64}, "PrivateTest": {"acc": 0.63, "macro_f1": 0.6}},
+        files={f.name: "0" * 64 for f in root.iterdir()},  # read, not verified: the hashes are not checked
+    ).write(root)
     if report:
         (root / "report").mkdir()
         (root / "report" / "report.html").write_text("<html><img src='weights.png'></html>")
@@ -93,6 +90,6 @@ def test_export_without_report_logs_one_artifact_next_to_the_search(offline):
 
 def test_not_an_export_is_refused_before_any_run(offline):
     (offline / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="manifest.json"):
+    with pytest.raises(ExportError, match="manifest.json: missing"):
         log_export_artifact(offline / "empty", project="fersearch", dir=offline / "wb")
     assert not (offline / "wb").exists()

@@ -12,13 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from search.tracking import (
-    inline_images,
-    log_export_artifact,
-    read_offline_meta,
-    read_offline_run,
-    sync_command,
-)
+from search.serving import ExportManifest, ExportMember, log_export_artifact
+from search.tracking import inline_images, read_offline_meta, read_offline_run, sync_command
 from tests.conftest import driver_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +114,10 @@ def test_export_run_logs_comparison_table_and_html_report(offline, capsys):
          "ms_per_1000": 43.0},
     ]  # fmt: skip
     metrics = {"chosen": {"strategy": "greedy selection", "tta": True}, "comparison": rows}
-    (export / "manifest.json").write_text(json.dumps({"members": [], "metrics": metrics}))
+    member = ExportMember(file="member_0.safetensors", arch="cnn5", arch_kwargs={}, weight=1.0)
+    ExportManifest(
+        classes=("a", "b"), members=(member,), metrics=metrics, files={member.file: "0" * 64}
+    ).write(export)
     report = search / "report"
     report.mkdir()
     (report / "report.html").write_text("<html><body><img src='weights.png'></body></html>")

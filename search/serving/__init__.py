@@ -1,6 +1,15 @@
-"""The exported ensemble: ONNX + safetensors export, the Predictor, predict on photos and video."""
+"""The exported ensemble: ONNX + safetensors export (:class:`ExportManifest`, the only reader and writer of
+its ``manifest.json``), the Predictor, predict on photos and video, the export as a W&B artifact."""
 
-from search.serving.export import ExportError, Predictor, export_ensemble, verify_export
+from search.serving.artifact import log_export_artifact
+from search.serving.export import (
+    ExportError,
+    ExportManifest,
+    ExportMember,
+    Predictor,
+    export_ensemble,
+    verify_export,
+)
 from search.serving.predict import (
     MIN_SIDE,
     NO_FACE,
@@ -15,6 +24,8 @@ from search.serving.predict import (
 
 __all__ = [
     "ExportError",
+    "ExportManifest",
+    "ExportMember",
     "InputError",
     "MIN_SIDE",
     "NO_FACE",
@@ -24,6 +35,7 @@ __all__ = [
     "export_ensemble",
     "face_box_crop",
     "load_gray",
+    "log_export_artifact",
     "predict_paths",
     "preprocess_config",
     "verify_export",

@@ -14,8 +14,10 @@ import json
 import shutil
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from search.ensemble import Candidate, WeightedEnsemble
 from search.trial import NORM_MEAN, NORM_STD, WEIGHTS_FILE, predict_proba
 
 FORMAT = "fersearch-ensemble/1"
+MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 VERSIONED = (
@@ -44,6 +47,115 @@ VERSIONED = (
 
 class ExportError(ValueError):
     """An export directory that cannot be loaded safely; the message names the file."""
+
+
+INPUT = {
+    "height": 48,
+    "width": 48,
+    "channels": 1,
+    "color": "grayscale",
+    "dtype": "uint8",
+    "normalize": {"scale": 1 / 255, "mean": NORM_MEAN, "std": NORM_STD},
+    "layout": "NCHW",
+    "onnx_input": "float32 pixels 0..255, shape (N, 1, 48, 48); normalisation is inside the graph",
+}
+# Recorded when the export is not told how its training images were made: predict then uses ``auto``.
+NO_PREPROCESSING = {"grayscale": True, "resize": [48, 48], "interpolation": "area", "face_roi": None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportMember:
+    """One member of an exported ensemble: its safetensors file (a name inside the export directory), how
+    to rebuild the model, its weight in the ensemble, and the trial and PublicTest accuracy it came from."""
+
+    file: str
+    trial_id: str | None = None
+    arch: str
+    arch_kwargs: dict
+    weight: float
+    val_acc: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The member as the manifest's ``members`` (and the W&B artifact's metadata) hold it."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportManifest:
+    """``manifest.json`` of an export directory, and the only reader and writer of it.
+
+    Fields are the JSON keys in the order they are written. :meth:`read` checks what loading needs (one
+    ``ExportError`` naming the file and the key); :func:`verify_export` also checks the files it lists.
+    """
+
+    format: str = FORMAT
+    classes: tuple[str, ...]
+    input: dict = field(default_factory=lambda: dict(INPUT))
+    preprocessing: dict = field(default_factory=lambda: dict(NO_PREPROCESSING))
+    tta_flip: bool = False
+    output: str = "weighted mean of member softmax probabilities"
+    members: tuple[ExportMember, ...]
+    metrics: dict = field(default_factory=dict)
+    data_manifest_sha256: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str]
+
+    @classmethod
+    def read(cls, root: str | Path) -> ExportManifest:
+        """The manifest of the export at ``root``, checked for the keys and types loading needs. Files are
+        not opened: see :func:`verify_export`."""
+        root = Path(root)
+        path = root / MANIFEST_FILE
+        if not path.is_file():
+            pickles = sorted(p.name for p in root.glob("*") if p.suffix in PICKLE_SUFFIXES)
+            hint = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
+            raise ExportError(f"{path}: missing; not a fersearch export{hint}")
+        try:
+            raw = json.loads(path.read_text())
+        except OSError as e:
+            raise ExportError(f"{path}: cannot read it ({e.strerror or e})") from e
+        except UnicodeDecodeError as e:
+            raise _manifest_error(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
+        except json.JSONDecodeError as e:
+            where = f"{e.msg} at line {e.lineno} column {e.colno}"
+            raise _manifest_error(path, f"not valid JSON ({where})") from e
+        if not isinstance(raw, dict):
+            raise _manifest_error(path, f"holds a {type(raw).__name__}, not a JSON object")
+        _check(raw, path)
+        values = {f.name: raw[f.name] for f in fields(cls) if raw.get(f.name) is not None}
+        members = tuple(ExportMember(**{k: e.get(k) for k in _MEMBER_TYPES}) for e in raw["members"])
+        return cls(**{**values, "classes": tuple(raw["classes"]), "members": members})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``manifest.json``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**out, "classes": list(self.classes), "members": [m.to_dict() for m in self.members]}
+
+    def write(self, root: str | Path) -> Path:
+        """Write ``manifest.json``; :func:`export_ensemble` does it last, once the files it hashes exist."""
+        path = Path(root) / MANIFEST_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+# JSON types of a member's keys (a key that may be null may be absent) and of the manifest's optional keys
+_MEMBER_TYPES: dict[str, tuple[type, ...]] = {
+    "file": (str,),
+    "trial_id": (str, type(None)),
+    "arch": (str,),
+    "arch_kwargs": (dict,),
+    "weight": (int, float),
+    "val_acc": (int, float, type(None)),
+}
+_OPTIONAL_TYPES: dict[str, type] = {
+    "input": dict,
+    "preprocessing": dict,
+    "tta_flip": bool,
+    "output": str,
+    "metrics": dict,
+    "data_manifest_sha256": str,
+    "versions": dict,
+}
 
 
 class EnsembleNet(torch.nn.Module):
@@ -147,48 +259,34 @@ def export_ensemble(
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    entries, modules, tta = [], [], ensemble.tta
+    members, modules, tta = [], [], ensemble.tta
     for i, (index, weight) in enumerate(ensemble.weights.items()):
         m, name = candidates[index], f"member_{i}.safetensors"
         shutil.copyfile(m.checkpoint / WEIGHTS_FILE, out / name)
-        entries.append(
-            {
-                "file": name,
-                "trial_id": m.name,
-                "arch": m.arch,
-                "arch_kwargs": m.arch_kwargs,
-                "weight": weight,
-                "val_acc": m.val_acc,
-            }
+        members.append(
+            ExportMember(
+                file=name,
+                trial_id=m.name,
+                arch=m.arch,
+                arch_kwargs=m.arch_kwargs,
+                weight=weight,
+                val_acc=m.val_acc,
+            )
         )
         modules.append(load_member(out / name, m.arch, m.arch_kwargs, len(classes)))
     if onnx:
         export_onnx(EnsembleNet(modules, list(ensemble.weights.values()), tta), out / ONNX_FILE)
-    files = [e["file"] for e in entries] + ([ONNX_FILE] if onnx else [])
-    manifest = {
-        "format": FORMAT,
-        "classes": list(classes),
-        "input": {
-            "height": 48,
-            "width": 48,
-            "channels": 1,
-            "color": "grayscale",
-            "dtype": "uint8",
-            "normalize": {"scale": 1 / 255, "mean": NORM_MEAN, "std": NORM_STD},
-            "layout": "NCHW",
-            "onnx_input": "float32 pixels 0..255, shape (N, 1, 48, 48); normalisation is inside the graph",
-        },
-        "preprocessing": preprocessing
-        or {"grayscale": True, "resize": [48, 48], "interpolation": "area", "face_roi": None},
-        "tta_flip": tta,
-        "output": "weighted mean of member softmax probabilities",
-        "members": entries,
-        "metrics": metrics,
-        "data_manifest_sha256": data_manifest.sha256() if data_manifest else None,
-        "versions": _versions(),
-        "files": {f: _sha256(out / f) for f in files},
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    files = [m.file for m in members] + ([ONNX_FILE] if onnx else [])
+    ExportManifest(
+        classes=tuple(classes),
+        preprocessing=preprocessing or dict(NO_PREPROCESSING),
+        tta_flip=tta,
+        members=tuple(members),
+        metrics=metrics,
+        data_manifest_sha256=data_manifest.sha256() if data_manifest else None,
+        versions=_versions(),
+        files={f: _sha256(out / f) for f in files},
+    ).write(out)
     return out
 
 
@@ -206,65 +304,49 @@ def _manifest_error(manifest_path: Path, what: str) -> ExportError:
     return ExportError(f"{manifest_path}: {what}; the export is damaged or incomplete")
 
 
-def read_manifest(root: str | Path) -> dict:
-    """``manifest.json`` of an export, parsed and checked for the keys loading needs (one error naming the
-    file and the key otherwise). Files are not opened: see :func:`verify_export`."""
-    root = Path(root)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        pickles = sorted(p.name for p in root.glob("*") if p.suffix in PICKLE_SUFFIXES)
-        hint = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
-        raise ExportError(f"{manifest_path}: missing; not a fersearch export{hint}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except OSError as e:
-        raise ExportError(f"{manifest_path}: cannot read it ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise _manifest_error(manifest_path, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except json.JSONDecodeError as e:
-        where = f"{e.msg} at line {e.lineno} column {e.colno}"
-        raise _manifest_error(manifest_path, f"not valid JSON ({where})") from e
-    if not isinstance(manifest, dict):
-        raise _manifest_error(manifest_path, f"holds a {type(manifest).__name__}, not a JSON object")
-    if manifest.get("format") != FORMAT:
-        raise ExportError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+def _check(raw: dict, path: Path) -> None:
+    """Every key loading needs is there with its type, or one ExportError naming the file and the key."""
+    if raw.get("format") != FORMAT:
+        raise ExportError(f"{path}: format {raw.get('format')!r}, expected {FORMAT!r}")
     expected = {"classes": list, "members": list, "files": dict}
     for key, kind in expected.items():
-        if key not in manifest:
-            raise _manifest_error(manifest_path, f"missing key {key!r}")
-        if not isinstance(manifest[key], kind) or not manifest[key]:
-            raise _manifest_error(manifest_path, f"key {key!r} must be a non-empty {kind.__name__}")
-    if not all(isinstance(c, str) for c in manifest["classes"]):
-        raise _manifest_error(manifest_path, "key 'classes' must list class names")
-    for i, m in enumerate(manifest["members"]):
+        if key not in raw:
+            raise _manifest_error(path, f"missing key {key!r}")
+        if not isinstance(raw[key], kind) or not raw[key]:
+            raise _manifest_error(path, f"key {key!r} must be a non-empty {kind.__name__}")
+    if not all(isinstance(c, str) for c in raw["classes"]):
+        raise _manifest_error(path, "key 'classes' must list class names")
+    for i, m in enumerate(raw["members"]):
         if not isinstance(m, dict):
-            raise _manifest_error(manifest_path, f"members[{i}] is not an object")
-        for key, kind in (("file", str), ("arch", str), ("weight", (int, float)), ("arch_kwargs", dict)):
-            if key not in m:
-                raise _manifest_error(manifest_path, f"members[{i}] has no key {key!r}")
-            if not isinstance(m[key], kind) or isinstance(m[key], bool):
-                raise _manifest_error(manifest_path, f"members[{i}].{key} has the wrong type")
-    for name, digest in manifest["files"].items():
+            raise _manifest_error(path, f"members[{i}] is not an object")
+        for key, kinds in _MEMBER_TYPES.items():
+            if key not in m and type(None) not in kinds:
+                raise _manifest_error(path, f"members[{i}] has no key {key!r}")
+            if not isinstance(m.get(key), kinds) or isinstance(m.get(key), bool):
+                raise _manifest_error(path, f"members[{i}].{key} has the wrong type")
+    for name, digest in raw["files"].items():
         if not isinstance(digest, str):
-            raise _manifest_error(manifest_path, f"files[{name!r}] must be a sha256 hex string")
-    return manifest
+            raise _manifest_error(path, f"files[{name!r}] must be a sha256 hex string")
+    for key, kind in _OPTIONAL_TYPES.items():
+        if raw.get(key) is not None and not isinstance(raw[key], kind):
+            raise _manifest_error(path, f"key {key!r} has the wrong type")
 
 
-def verify_export(root: str | Path) -> dict:
+def verify_export(root: str | Path) -> ExportManifest:
     """The manifest of an export that is whole: every member inside the directory, a safetensors file
     (pickles refused) listed in ``files``; every file ``files`` lists present with its sha256. Damage
     (a deleted ``model.onnx``, a truncated manifest, a member outside the directory) fails here, naming
     the file, before any loader opens anything."""
     root = Path(root)
-    manifest = read_manifest(root)
-    manifest_path = root / "manifest.json"
-    files = manifest["files"]
-    for i, entry in enumerate(manifest["members"]):
-        file = _inside(root, entry["file"], manifest_path, f"members[{i}].file")
+    manifest = ExportManifest.read(root)
+    manifest_path = root / MANIFEST_FILE
+    files = manifest.files
+    for i, entry in enumerate(manifest.members):
+        file = _inside(root, entry.file, manifest_path, f"members[{i}].file")
         if not file.is_file():
             raise ExportError(f"{file}: missing (members[{i}] of {manifest_path})")
         _check_weights_file(file)
-        if entry["file"] not in files:
+        if entry.file not in files:
             raise ExportError(f"{file}: not listed in {manifest_path} files, so its sha256 cannot be checked")
     for name, expected in files.items():
         path = _inside(root, name, manifest_path, "files key")
@@ -278,10 +360,10 @@ def verify_export(root: str | Path) -> dict:
 class Predictor:
     """Loads an export directory (safetensors / ONNX only) and returns ensemble probabilities."""
 
-    def __init__(self, manifest: dict, root: Path, backend: str) -> None:
+    def __init__(self, manifest: ExportManifest, root: Path, backend: str) -> None:
         self.manifest = manifest
         self.root = root
-        self.classes: list[str] = list(manifest["classes"])
+        self.classes: list[str] = list(manifest.classes)
         self.backend = backend
         self._session = None
         self._net: EnsembleNet | None = None
@@ -294,7 +376,7 @@ class Predictor:
         ``ExportError`` naming the file instead of a loader's traceback."""
         root = Path(path)
         manifest = verify_export(root)
-        has_onnx = ONNX_FILE in manifest["files"]
+        has_onnx = ONNX_FILE in manifest.files
         if backend == "auto":
             try:
                 import onnxruntime  # noqa: F401
@@ -323,11 +405,10 @@ class Predictor:
                 raise ExportError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from e
             return
         models, weights = [], []
-        for entry in self.manifest["members"]:
-            file = self.root / entry["file"]
-            models.append(load_member(file, entry["arch"], entry["arch_kwargs"], len(self.classes)))
-            weights.append(float(entry["weight"]))
-        self._net = EnsembleNet(models, weights, bool(self.manifest.get("tta_flip"))).eval()
+        for m in self.manifest.members:
+            models.append(load_member(self.root / m.file, m.arch, m.arch_kwargs, len(self.classes)))
+            weights.append(float(m.weight))
+        self._net = EnsembleNet(models, weights, self.manifest.tta_flip).eval()
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 (N, 48, 48) → probabilities (N, classes)."""
@@ -348,11 +429,12 @@ class Predictor:
 __all__ = [
     "EnsembleNet",
     "ExportError",
+    "ExportManifest",
+    "ExportMember",
     "Predictor",
     "export_ensemble",
     "export_onnx",
     "load_member",
     "predict_proba",
-    "read_manifest",
     "verify_export",
 ]

@@ -127,15 +127,15 @@ class _Item:
     error: str | None = None
 
 
-def preprocess_config(manifest: dict | None, roi: bool | str = True) -> PreprocessConfig:
-    """The preprocessing an export expects, from its manifest's ``preprocessing`` record.
+def preprocess_config(preprocessing: dict | None, roi: bool | str = True) -> PreprocessConfig:
+    """The preprocessing an export expects, from its manifest's ``preprocessing`` record (``None``: none).
 
     Understood records: the data pipeline's ``{"roi", "roi_margin", "equalize"}``, or ``face_roi`` as a
     mode string, a bool, or ``{"mode", "margin"}``; ``face_roi: null`` (what exports write today) means
     nothing is recorded → ``auto``. ``roi``: True = as recorded, False = never (whole image), or a mode
     ``auto`` / ``face`` / ``none`` that overrides the record.
     """
-    rec = (manifest or {}).get("preprocessing") or {}
+    rec = preprocessing or {}
     mode, margin, equalize = "auto", 0.1, rec.get("equalize", "none")
     face_roi = rec.get("face_roi")
     if isinstance(rec.get("roi"), str):
@@ -154,14 +154,14 @@ def preprocess_config(manifest: dict | None, roi: bool | str = True) -> Preproce
     return PreprocessConfig(size=SIDE, equalize=equalize or "none", roi=mode, roi_margin=float(margin))
 
 
-def crop_of(manifest: dict | None) -> str:
+def crop_of(preprocessing: dict | None) -> str:
     """How the export's training images were cropped, so raw photos can be cropped the same way.
 
     ``face-box``: whole-face crops as datasets like FER2013 or CK+48 ship them (the face detector's box
     with FER2013's margin reproduces them); ``eyes-mouth``: the pipeline's eyes-to-mouth ROI of photos
     (JAFFE, a folder of photos, ``--roi face``). Read from ``preprocessing.crop``; an export that does not
     record it was trained on the search's FER2013 CSV (``face-box``) unless its ROI was forced on."""
-    rec = (manifest or {}).get("preprocessing") or {}
+    rec = preprocessing or {}
     if rec.get("crop") in CROPS:
         return rec["crop"]
     forced = rec.get("roi") == "face" or rec.get("face_roi") in ("face", True)
@@ -383,9 +383,10 @@ def predict_paths(
     every N-th video frame (default: one frame per second). Batches of ``batch_size`` faces. ``crop``:
     ``face-box`` or ``eyes-mouth`` (default: as the export's training images were, :func:`crop_of`).
     """
-    manifest = getattr(predictor, "manifest", None)
-    cfg = preprocess_config(manifest, roi)
-    crop = crop or crop_of(manifest)
+    manifest = getattr(predictor, "manifest", None)  # ExportManifest of a Predictor; a stand-in may have none
+    recorded = manifest.preprocessing if manifest is not None else None
+    cfg = preprocess_config(recorded, roi)
+    crop = crop or crop_of(recorded)
     if crop not in CROPS:
         raise InputError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
     if every is not None and every < 1:

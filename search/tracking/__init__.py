@@ -1,10 +1,10 @@
-"""Weights & Biases: per-trial logging, the search summary and the exported artifact (offline unless a
-key is set)."""
+"""Weights & Biases: per-trial logging and the search summary (offline unless a key is set); the exported
+ensemble's artifact is logged by ``search.serving``."""
 
 from search.tracking.wandb_logging import (
     inline_images,
-    log_export_artifact,
     log_summary,
+    print_sync_hint,
     read_offline_artifacts,
     read_offline_meta,
     read_offline_run,
@@ -15,8 +15,8 @@ from search.tracking.wandb_logging import (
 
 __all__ = [
     "inline_images",
-    "log_export_artifact",
     "log_summary",
+    "print_sync_hint",
     "read_offline_artifacts",
     "read_offline_meta",
     "read_offline_run",
