@@ -140,3 +140,98 @@ def test_benchmarks_import_no_private_names_of_ours():
         if a.name.startswith("_")
     ]
     assert not private, private
+
+
+#: the one reader of each ``manifest.json``: a prepared dataset's, an export's
+MANIFEST_OWNERS = {
+    "data_pipeline/dataset.py:DataManifest.read",
+    "search/serving/export.py:ExportManifest.read",
+}
+
+
+def _own_nodes(node: ast.AST) -> list[ast.AST]:
+    """The nodes of a def (or module) that are not inside a nested def or class."""
+    found, stack = [], list(ast.iter_child_nodes(node))
+    while stack:
+        n = stack.pop()
+        found.append(n)
+        if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            stack.extend(ast.iter_child_nodes(n))
+    return found
+
+
+def _word(n: ast.AST) -> str:
+    """An identifier, attribute or string in the code, else ``""``."""
+    if isinstance(n, ast.Constant) and isinstance(n.value, str):
+        return n.value
+    return n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else ""
+
+
+def _is_json_parse(n: ast.AST) -> bool:
+    return (
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr in ("load", "loads")
+        and _word(n.func.value) == "json"
+    )
+
+
+def _manifest_parsers(source: str, where: str) -> list[str]:
+    """``where:Qualified.name`` of each def (or ``<module>``) in ``source`` that parses a manifest: a
+    ``json.load(s)`` whose argument names a manifest (or a variable bound to one: ``p = root / ...``,
+    ``with open(...) as f``), or one in a def that spells the file name (``"manifest.json"``,
+    ``MANIFEST_FILE``). A nested def counts on its own."""
+    found = []
+
+    def visit(node: ast.AST, qual: str) -> None:
+        mine = _own_nodes(node)
+        bound: dict[str, list[ast.AST]] = {}  # a variable → what it was assigned
+        for n in mine:
+            pairs = [(t, n.value) for t in n.targets] if isinstance(n, ast.Assign) else []
+            pairs += [(i.optional_vars, i.context_expr) for i in getattr(n, "items", []) if i.optional_vars]
+            for target, value in pairs:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        bound.setdefault(name.id, []).append(value)
+        parses = [n for n in mine if _is_json_parse(n)]
+        used = [w for call in parses for w in ast.walk(call)]
+        sources = used + [v for w in used if isinstance(w, ast.Name) for v in bound.get(w.id, [])]
+        named = any("manifest" in _word(w).lower() for v in sources for w in ast.walk(v))
+        spells = any(_word(n) in ("manifest.json", "MANIFEST_FILE") for n in mine)
+        if named or (parses and spells):
+            found.append(f"{where}:{qual or '<module>'}")
+        for n in mine:
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                visit(n, f"{qual}.{n.name}" if qual else n.name)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+def test_the_manifest_detector_finds_a_parse():
+    snippets = {
+        "a": "def a(root):\n    return json.loads((root / 'manifest.json').read_text())\n",
+        "b": "def b(manifest_path):\n    with open(manifest_path) as f:\n        return json.load(f)\n",
+        "c": "class C:\n    def c(r):\n        p = r / MANIFEST_FILE\n        return json.load(p.open())",
+        "d": "raw = json.loads(Path('x/manifest.json').read_text())\n",
+    }
+    found = [hit for name, src in snippets.items() for hit in _manifest_parsers(src, name)]
+    assert found == ["a:a", "b:b", "c:C.c", "d:<module>"]
+    trial = (
+        "def e(ckpt, manifest):\n    return json.loads((ckpt / 'trial.json').read_text()), manifest.counts"
+    )
+    assert _manifest_parsers(trial, "e") == []  # a manifest at hand is not a parse of one
+
+
+def test_each_manifest_json_is_parsed_in_one_place():
+    """A dataset's manifest is read by ``DataManifest`` and an export's by ``ExportManifest``; nothing else
+    parses either file (tests may, to damage one), and only their modules spell its name."""
+    found, spelled = [], set()
+    for pkg in ("models", "data_pipeline", "search", "cluster", "benchmarks"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            source, where = path.read_text(), path.relative_to(ROOT).as_posix()
+            found += _manifest_parsers(source, where)
+            if any(_word(n) == "manifest.json" for n in ast.walk(ast.parse(source))):
+                spelled.add(where)
+    assert sorted(found) == sorted(MANIFEST_OWNERS)
+    assert spelled == {owner.split(":")[0] for owner in MANIFEST_OWNERS}
