@@ -150,9 +150,10 @@ def main() -> None:
     entries = manifest.members
     modules = [load_member(export / e.file, e.arch, e.arch_kwargs, n_classes) for e in entries]
     names = [f"member {i}: {e.arch}" for i, e in enumerate(entries)]
-    nets = [EnsembleNet([m], [1.0], tta) for m in modules]  # a member alone, as it runs in the ensemble
+    # a member alone, as it runs in the ensemble
+    nets = [EnsembleNet([m], [1.0], tta, manifest.zooms) for m in modules]
     onnx_paths = [export_onnx(net, work / f"member_{i}.onnx") for i, net in enumerate(nets)]
-    nets.append(EnsembleNet(modules, [float(e.weight) for e in entries], tta))
+    nets.append(EnsembleNet(modules, [float(e.weight) for e in entries], tta, manifest.zooms))
     onnx_paths.append(export / ONNX_FILE)
     names.append(f"ensemble ({len(entries)})")
 

@@ -60,7 +60,7 @@ def one_thread_seeded():
     torch.set_num_threads(previous)
 
 
-def untrained_export(root: Path, onnx: bool = True) -> Path:
+def untrained_export(root: Path, onnx: bool = True, tta: bool = False) -> Path:
     """One seeded, untrained mini_xception exported: the smallest real export to damage or serve."""
     import numpy as np
     import torch
@@ -80,7 +80,12 @@ def untrained_export(root: Path, onnx: bool = True) -> Path:
     )
     members = [Candidate("t0", "mini_xception", {}, ckpt, 0.5)]
     return export_ensemble(
-        members, WeightedEnsemble({0: 1.0}), root / "export", classes=classes, metrics={}, onnx=onnx
+        members,
+        WeightedEnsemble({0: 1.0}, "best single", tta),
+        root / "export",
+        classes=classes,
+        metrics={},
+        onnx=onnx,
     )
 
 

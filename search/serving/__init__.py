@@ -8,6 +8,7 @@ from search.serving.export import (
     ExportMember,
     Predictor,
     export_ensemble,
+    load_member,
     verify_export,
 )
 from search.serving.predict import (
@@ -35,6 +36,7 @@ __all__ = [
     "export_ensemble",
     "face_box_crop",
     "load_gray",
+    "load_member",
     "log_export_artifact",
     "predict_paths",
     "preprocess_config",

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from data_pipeline import DataManifest
 from models import create_model
 from search.ensemble import Candidate, WeightedEnsemble
-from search.trial import NORM_MEAN, NORM_STD, WEIGHTS_FILE, predict_proba
+from search.trial import NORM_MEAN, NORM_STD, TTA_ZOOMS, WEIGHTS_FILE, predict_proba, tta_proba, zooms_of
 
 FORMAT = "fersearch-ensemble/1"
 MANIFEST_FILE = "manifest.json"
@@ -93,6 +93,8 @@ class ExportManifest:
     input: dict = field(default_factory=lambda: dict(INPUT))
     preprocessing: dict = field(default_factory=lambda: dict(NO_PREPROCESSING))
     tta_flip: bool = False
+    #: TTA's zooms (each also mirrored); None in exports written before them, which mirror only.
+    tta_zooms: tuple[float, ...] | None = None
     output: str = "weighted mean of member softmax probabilities"
     members: tuple[ExportMember, ...]
     metrics: dict = field(default_factory=dict)
@@ -123,13 +125,28 @@ class ExportManifest:
             raise _manifest_error(path, f"holds a {type(raw).__name__}, not a JSON object")
         _check(raw, path)
         values = {f.name: raw[f.name] for f in fields(cls) if raw.get(f.name) is not None}
+        if "tta_zooms" in values:
+            zooms = values["tta_zooms"]
+            numbers = all(isinstance(z, int | float) and not isinstance(z, bool) and z > 0 for z in zooms)
+            if not zooms or not numbers:
+                raise _manifest_error(path, "key 'tta_zooms' must list positive zoom factors")
+            values["tta_zooms"] = tuple(float(z) for z in zooms)
         members = tuple(ExportMember(**{k: e.get(k) for k in _MEMBER_TYPES}) for e in raw["members"])
         return cls(**{**values, "classes": tuple(raw["classes"]), "members": members})
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of ``manifest.json``."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.tta_zooms is None:
+            del out["tta_zooms"]
+        else:
+            out["tta_zooms"] = list(self.tta_zooms)
         return {**out, "classes": list(self.classes), "members": [m.to_dict() for m in self.members]}
+
+    @property
+    def zooms(self) -> tuple[float, ...]:
+        """The zooms the graph's TTA averages over (when ``tta_flip``)."""
+        return zooms_of(self.tta_zooms)
 
     def write(self, root: str | Path) -> Path:
         """Write ``manifest.json``; :func:`export_ensemble` does it last, once the files it hashes exist."""
@@ -151,6 +168,7 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "input": dict,
     "preprocessing": dict,
     "tta_flip": bool,
+    "tta_zooms": list,
     "output": str,
     "metrics": dict,
     "data_manifest_sha256": str,
@@ -159,13 +177,19 @@ _OPTIONAL_TYPES: dict[str, type] = {
 
 
 class EnsembleNet(torch.nn.Module):
-    """Weighted mean of member softmax outputs, with the input normalisation inside the graph."""
+    """Weighted mean of member softmax outputs, with the input normalisation (and TTA, if chosen: the
+    ``zooms`` of :mod:`search.trial.tta`, each also mirrored) inside the graph."""
 
     def __init__(
-        self, members: Sequence[torch.nn.Module], weights: Sequence[float], tta: bool = False
+        self,
+        members: Sequence[torch.nn.Module],
+        weights: Sequence[float],
+        tta: bool = False,
+        zooms: Sequence[float] = TTA_ZOOMS,
     ) -> None:
         super().__init__()
         self.tta = tta
+        self.zooms = tuple(zooms)
         self.members = torch.nn.ModuleList(members)
         w = torch.tensor(list(weights), dtype=torch.float32)
         self.register_buffer("weights", w / w.sum())
@@ -178,10 +202,9 @@ class EnsembleNet(torch.nn.Module):
         return out
 
     def _member(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.members[i](x), dim=1)
         if self.tta:
-            p = 0.5 * (p + torch.softmax(self.members[i](x.flip(3)), dim=1))
-        return p
+            return tta_proba(self.members[i], x, self.zooms)
+        return torch.softmax(self.members[i](x), dim=1)
 
 
 def _sha256(path: Path) -> str:
@@ -281,6 +304,7 @@ def export_ensemble(
         classes=tuple(classes),
         preprocessing=preprocessing or dict(NO_PREPROCESSING),
         tta_flip=tta,
+        tta_zooms=TTA_ZOOMS if tta else None,
         members=tuple(members),
         metrics=metrics,
         data_manifest_sha256=data_manifest.sha256() if data_manifest else None,
@@ -408,7 +432,7 @@ class Predictor:
         for m in self.manifest.members:
             models.append(load_member(self.root / m.file, m.arch, m.arch_kwargs, len(self.classes)))
             weights.append(float(m.weight))
-        self._net = EnsembleNet(models, weights, self.manifest.tta_flip).eval()
+        self._net = EnsembleNet(models, weights, self.manifest.tta_flip, self.manifest.zooms).eval()
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 (N, 48, 48) → probabilities (N, classes)."""

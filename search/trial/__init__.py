@@ -39,8 +39,14 @@ from search.trial.trainable import (
     train_fer,
     train_one_epoch,
 )
+from search.trial.tta import FLIP_ONLY, TTA_ZOOMS, tta_proba, tta_views, zooms_of
 
 __all__ = [
+    "FLIP_ONLY",
+    "TTA_ZOOMS",
+    "tta_proba",
+    "tta_views",
+    "zooms_of",
     "CONFUSION_FILE",
     "CosineCycles",
     "FINISHED",

@@ -15,6 +15,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from search.trial.tta import TTA_ZOOMS
+
 #: ASHA's time axis for planned trials: ``progress`` runs 0 → PROGRESS_MAX over a trial's planned epochs, so
 #: trials of different lengths meet at the same rungs (fractions of their own budget).
 PROGRESS = "progress"
@@ -203,9 +205,12 @@ def plan_search(
     )
 
 
-def selection_reserve_s(candidates: int, eval_images: int, images_per_s: float = 2000.0) -> float:
+def selection_reserve_s(
+    candidates: int, eval_images: int, images_per_s: float = 2000.0, tta_passes: int = 2 * len(TTA_ZOOMS)
+) -> float:
     """Seconds to keep after the search for selection, export and report: a fixed part (Ray shutdown,
-    ONNX export, plots) plus flip-TTA passes over PublicTest and PrivateTest for every candidate.
-    10-minute race on FER2013 (4 candidates, 2 cores): 40 s from the search's end to the run's (log times),
-    of which this formula's passes estimate 29 s, leaving about 11 s for the fixed part."""
-    return 15.0 + candidates * 2 * eval_images / images_per_s
+    ONNX export, plots) plus, for every candidate, ``tta_passes`` TTA passes over PublicTest and PrivateTest
+    and one more for timing and the rest. 10-minute race on FER2013 with flip TTA (one pass: the plain
+    probabilities were on disk; 4 candidates, 2 cores): 40 s from the search's end to the run's (log
+    times), of which this formula's passes estimate 29 s, leaving about 11 s for the fixed part."""
+    return 15.0 + candidates * (tta_passes + 1) * eval_images / images_per_s

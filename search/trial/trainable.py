@@ -12,6 +12,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from data_pipeline.dataset import class_weights as dataset_class_weights
 from models import create_model
 from search.spec import HPARAMS, trial_hparams
 from search.trial.plan import PROGRESS, CosineCycles, TrialPlan, progress
+from search.trial.tta import tta_proba
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5
@@ -105,13 +107,18 @@ def augment(x: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> tor
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def predict_proba(
+    model: torch.nn.Module, images: np.ndarray, batch_size: int = 512, tta: Sequence[float] | None = None
+) -> np.ndarray:
+    """Softmax outputs for uint8 (N, H, W) images; ``tta``: the zooms to average over, each also mirrored
+    (:mod:`search.trial.tta`), as an export with TTA computes them in its graph."""
     model.eval()
     device = next(model.parameters()).device
-    out = [
-        torch.softmax(model(to_tensor(images[i : i + batch_size], device)), dim=1).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    step = batch_size if tta is None else max(1, batch_size // (2 * len(tta)))
+    out = []
+    for i in range(0, len(images), step):
+        x = to_tensor(images[i : i + step], device)
+        out.append((torch.softmax(model(x), dim=1) if tta is None else tta_proba(model, x, tta)).cpu())
     return torch.cat(out).numpy().astype(np.float32)
 
 
