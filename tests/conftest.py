@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,6 +26,71 @@ def ray_local():
     yield ray
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def stdout_to(path: Path):
+    """What is written to stdout meanwhile (``sys.stdout`` and file descriptor 1 alike, as ``capfd`` takes
+    it; a session fixture cannot use ``capfd``) goes to ``path``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(path, "w", buffering=1) as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(sink):
+                yield
+        finally:
+            sink.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, ray_local):
+    """One whole ``fersearch run`` with no data given (the embedded synthetic default), as a user types it,
+    in a directory of its own; test_run_output.py reads what it printed, test_run_e2e.py what it made.
+
+    It is the demo preset made small (1200 synthetic faces; three mini-Xception trials of three epochs;
+    a one-epoch-per-phase merge net) and logging to W&B offline. Returns ``code`` (the exit code), ``out``
+    (its stdout), ``result`` (the :class:`RunResult` the CLI printed) and ``dir`` (its ``--out``)."""
+    import search.pipeline
+    import search.spec
+    from search.cli import main
+    from search.spec import ArchSpace, MergeConfig, Range, SearchSpace
+
+    preset = search.spec.demo_config
+
+    def small_demo():
+        return preset().replace(
+            space=SearchSpace(archs=(ArchSpace("mini_xception"),), lr=Range(1e-3, 3e-3, log=True)),
+            time_budget_s=240,
+            grace_period=1,
+            top_k=3,
+            merge=MergeConfig(phase1_epochs=1, phase2_epochs=1),
+        )
+
+    results = []
+
+    def recorded(*args, **kwargs):
+        results.append(run(*args, **kwargs))
+        return results[-1]
+
+    run = search.pipeline.run
+    root = tmp_path_factory.mktemp("demo_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # no ./data/fer2013.csv here
+        mp.delenv("FERSEARCH_FER2013", raising=False)
+        mp.delenv("WANDB_API_KEY", raising=False)
+        for sub in ("data", "cache", "config"):  # W&B's own staging, cache and settings
+            mp.setenv(f"WANDB_{sub.upper()}_DIR", str(root / "wandb-home" / sub))
+        mp.setattr(search.pipeline, "SYNTH_ROWS", 1200)
+        mp.setattr(search.spec, "demo_config", small_demo)
+        mp.setattr(search.pipeline, "run", recorded)
+        with stdout_to(root / "stdout.txt"):
+            argv = ["run", "--out", str(root / "run"), "--trials", "3", "--epochs", "3"]
+            code = main([*argv, "--archs", "mini_xception", "--wandb", "offline"])
+    out = (root / "stdout.txt").read_text()
+    return SimpleNamespace(code=code, out=out, result=results[0] if results else None, dir=root / "run")
 
 
 def write_kaggle_csv(path: Path, rows: list[tuple[object, str, str]]) -> Path:

@@ -1,4 +1,5 @@
-"""The whole `fersearch run` on a small synthetic set with a real Ray instance."""
+"""The whole `fersearch run` on a small synthetic set with a real Ray instance (the run is ``demo_run``, which
+test_run_output.py reads too)."""
 
 from __future__ import annotations
 
@@ -8,37 +9,22 @@ import numpy as np
 import pytest
 
 from data_pipeline.fer2013 import load_split
-from data_pipeline.synth import write_fer2013_csv
-from search.pipeline import format_summary, run
+from search.pipeline import format_summary
 from search.serving import Predictor
-from search.spec import ArchSpace, MergeConfig, Range, SearchConfig, SearchSpace
 
 
 @pytest.mark.slow
-def test_run_end_to_end_on_synthetic(tmp_path, ray_local, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "cfg")):
-        monkeypatch.setenv(var, str(tmp_path / "wandb-home" / sub))
-    csv_path = write_fer2013_csv(tmp_path / "synth.csv.gz", n_rows=1200, seed=5)
-    cfg = SearchConfig(
-        space=SearchSpace(archs=(ArchSpace("mini_xception"),), lr=Range(1e-3, 3e-3, log=True)),
-        num_samples=3,
-        max_epochs=3,
-        grace_period=1,
-        time_budget_s=240,
-        top_k=3,
-        wandb="offline",
-        merge=MergeConfig(phase1_epochs=1, phase2_epochs=1),
-    )
-    result = run(csv_path, tmp_path / "run", cfg)
-
+def test_run_end_to_end_on_synthetic(demo_run):
+    """The run made by ``demo_run`` (conftest.py): three trials, a merge net, the export, W&B offline."""
+    assert demo_run.code == 0, demo_run.out[-3000:]
+    result, run_dir = demo_run.result, demo_run.dir
     assert len(result.trials) == 3
     assert all(t.status in ("done", "pruned") and t.usable for t in result.trials)
     assert [t.val_acc for t in result.trials] == sorted((t.val_acc for t in result.trials), reverse=True)
     assert max(t.epochs for t in result.trials) == 3
     assert result.exported.chosen.weights and (result.out_dir / "report" / "report.html").is_file()
 
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert {t["trial_id"] for t in summary["trials"]} == {t.trial_id for t in result.trials}
     for split in ("PublicTest", "PrivateTest"):
         assert 0.0 <= summary["scores"][split]["ensemble"]["acc"] <= 1.0
@@ -48,7 +34,7 @@ def test_run_end_to_end_on_synthetic(tmp_path, ray_local, monkeypatch):
     )
 
     predictor = Predictor.from_dir(result.exported.export_dir)
-    test_x, test_y = load_split(tmp_path / "run" / "data", "PrivateTest")
+    test_x, test_y = load_split(run_dir / "data", "PrivateTest")
     acc = float(np.mean(predictor.predict_proba(test_x).argmax(1) == test_y))
     assert acc == pytest.approx(summary["scores"]["PrivateTest"]["ensemble"]["acc"], abs=1e-6)
     assert acc > 1 / 7 + 0.05, "three short trials should already beat chance on the synthetic faces"
@@ -61,9 +47,7 @@ def test_run_end_to_end_on_synthetic(tmp_path, ray_local, monkeypatch):
     from search.tracking import read_offline_artifacts
 
     logged = {
-        a["type"]
-        for d in (tmp_path / "run" / "wandb").rglob("offline-run-*")
-        for a in read_offline_artifacts(d)
+        a["type"] for d in (run_dir / "wandb").rglob("offline-run-*") for a in read_offline_artifacts(d)
     }
     assert {"model", "report"} <= logged
 

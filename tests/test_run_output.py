@@ -6,20 +6,14 @@ import re
 
 import pytest
 
-from search.cli import main
-
 CONTROL = re.compile(r"\x1b\[|\r")
 RAY_MARKERS = ("pid=", "Trial status", "╭", "│", "Current time:", "TensorBoard", "wandb:", "Traceback")
 
 
 @pytest.mark.slow
-def test_run_prints_its_own_plain_lines(tmp_path, ray_local, monkeypatch, capfd):
-    monkeypatch.chdir(tmp_path)  # no ./data/fer2013.csv: the embedded synthetic default
-    monkeypatch.delenv("FERSEARCH_FER2013", raising=False)
-    code = main(
-        ["run", "--out", str(tmp_path / "run"), "--trials", "2", "--epochs", "1", "--archs", "mini_xception"]
-    )
-    out = capfd.readouterr().out
+def test_run_prints_its_own_plain_lines(demo_run):
+    """What the run made by ``demo_run`` (conftest.py: no data given, stdout a file) printed."""
+    code, out = demo_run.code, demo_run.out
     assert code == 0
     before = out.split("\nTrials: ", 1)
     assert len(before) == 2, out
@@ -31,7 +25,7 @@ def test_run_prints_its_own_plain_lines(tmp_path, ray_local, monkeypatch, capfd)
         lines[0].startswith("No FER2013 CSV given or found")
         and lines[1] == "preset demo on the embedded synthetic set"
     )
-    assert re.search(r"trial 2/2 started", before[0]), before[0]
+    assert re.search(r"trial 3/3 started", before[0]), before[0]
     # the true counts: three trials, each in a named state
     head = before[1].splitlines()[0]
-    assert head.startswith("2 (") and re.fullmatch(r"2 \((\d+ [a-z ()]+)(, \d+ [a-z ()]+)*\), .*", head), head
+    assert head.startswith("3 (") and re.fullmatch(r"3 \((\d+ [a-z ()]+)(, \d+ [a-z ()]+)*\), .*", head), head
