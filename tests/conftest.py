@@ -28,6 +28,18 @@ def ray_local():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def real_fer2013(tmp_path_factory, ray_local):
+    """The real FER2013 CSV prepared once (the *original* variant, in ``<root>/original``): every test that
+    needs it reads it, and a ``prepare`` of another variant under ``<root>`` reuses it as its base."""
+    from data_pipeline.prepare import prepare_fer2013
+
+    fer = SHARED_DATA / "fer2013.csv.gz"
+    if not fer.is_file():
+        pytest.skip("needs ../shared/data")
+    return prepare_fer2013(fer, tmp_path_factory.mktemp("real") / "original")
+
+
 @contextlib.contextmanager
 def stdout_to(path: Path):
     """What is written to stdout meanwhile (``sys.stdout`` and file descriptor 1 alike, as ``capfd`` takes

@@ -116,8 +116,8 @@ def test_wrong_header_and_missing_file(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "fer2013.csv.gz").is_file(), reason="needs ../shared/data")
-def test_real_fer2013_counts_match_known_table(tmp_path, ray_local):
-    m = prepare_fer2013(SHARED_DATA / "fer2013.csv.gz", tmp_path / "fer").manifest
+def test_real_fer2013_counts_match_known_table(real_fer2013):
+    m = real_fer2013.manifest  # prepare_fer2013 of the real CSV, shared with test_data_real.py (conftest.py)
     assert m.source_sha256 == "aee2206a1e4bdc0155d31e955aa5d747083ca7e0e89d2ba9a64ef431b3f9144a"
     assert m.rows_in == 35887 and m.rows_quarantined == 0
     expected = {

@@ -27,8 +27,9 @@ needs_fer = pytest.mark.skipif(not (FER.is_file() and VOTES.is_file()), reason="
 
 
 @pytest.fixture(scope="module")
-def fer_out(tmp_path_factory, ray_local):
-    return tmp_path_factory.mktemp("real")
+def fer_out(real_fer2013):
+    """Where the FER2013 variants go: beside the session's prepared original (conftest.py), their base."""
+    return real_fer2013.root.parent
 
 
 @needs_fer
