@@ -4,7 +4,8 @@ Real CK+ faces (``CK+48/``, whole-face crops like FER2013's) are each classified
 ensemble: as the 48×48 crop itself, and pasted (upscaled) into a larger photo that ``fersearch predict``
 must find and crop. Prints the agreement for each serve-time crop (``face-box``: the detector's box with a
 FER2013-like margin, what a FER2013-trained export records; ``eyes-mouth``: the data pipeline's ROI) and
-how many pasted faces were not found.
+how many pasted faces were not found; for an export with TTA, also with the mirror alone as its TTA (how
+exports served before TTA zoomed: ``search.trial.tta``), so both figures come from one run.
 
     python -m benchmarks.crop_agreement --export runs/<dir>/export --ckplus ../shared/data/ckplus.tar
 """
@@ -12,6 +13,8 @@ how many pasted faces were not found.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -19,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from search.serving import Predictor, predict_paths
+from search.serving import ExportManifest, Predictor, predict_paths
 
 CROPS = ("face-box", "eyes-mouth")
 
@@ -46,8 +49,22 @@ def photo(face: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = (4
     return img
 
 
-def agreement(export: Path, faces: list[tuple[str, np.ndarray]], seed: int = 0) -> dict[str, dict]:
-    predictor = Predictor.from_dir(export)
+def mirror_only(export: Path, out: Path) -> Path:
+    """A copy of ``export`` whose TTA is the mirror alone (served by torch: its ONNX graph has the zooms)."""
+    shutil.copytree(export, out)
+    manifest = ExportManifest.read(out)
+    dataclasses.replace(manifest, tta_zooms=None).write(out)
+    return out
+
+
+def agreement(
+    export: Path,
+    faces: list[tuple[str, np.ndarray]],
+    seed: int = 0,
+    backend: str = "auto",
+    crops: tuple[str, ...] = CROPS,
+) -> dict[str, dict]:
+    predictor = Predictor.from_dir(export, backend=backend)
     direct = predictor.predict_proba(np.stack([f for _, f in faces])).argmax(1)
     rng = np.random.default_rng(seed)
     out = {}
@@ -57,7 +74,7 @@ def agreement(export: Path, faces: list[tuple[str, np.ndarray]], seed: int = 0) 
             p = Path(d) / f"photo_{i:04d}.png"
             cv2.imwrite(str(p), photo(face, rng))
             paths.append(p)
-        for crop in CROPS:
+        for crop in crops:
             labels: dict[str, list[str]] = {}
             for r in predict_paths(predictor, paths, crop=crop):
                 labels.setdefault(Path(r.input).name, []).append(r.label if r.status == "ok" else None)
@@ -75,11 +92,25 @@ def main() -> None:
     ap.add_argument("--export", required=True, type=Path)
     ap.add_argument("--ckplus", required=True, type=Path)
     ap.add_argument("--n", type=int, default=300)
+    ap.add_argument(
+        "--seed", type=int, default=0, help="which CK+ faces and photos (0: the benchmark's draw)"
+    )
     args = ap.parse_args()
-    result = agreement(args.export, ck_faces(args.ckplus, args.n))
-    for crop, r in result.items():
-        print(f"{crop:<11} same class as the 48×48 crop: {r['agree']:.1%}  (face found in {r['found']:.1%}"
-              f" of {r['n']} photos)")
+    faces = ck_faces(args.ckplus, args.n, args.seed)
+    manifest = ExportManifest.read(args.export)
+    runs = {"as exported": agreement(args.export, faces, args.seed, "torch")}
+    if manifest.tta_flip and manifest.tta_zooms:
+        runs[f"TTA zooms {list(manifest.zooms)}"] = runs.pop("as exported")
+        with tempfile.TemporaryDirectory() as d:
+            runs["TTA mirror only"] = agreement(
+                mirror_only(args.export, Path(d) / "export"), faces, args.seed, "torch"
+            )
+    for views, result in runs.items():
+        for crop, r in result.items():
+            print(
+                f"{views:<28} {crop:<11} same class as the 48×48 crop: {r['agree']:.1%}  (face found in "
+                f"{r['found']:.1%} of {r['n']} photos)"
+            )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Paper 004's protocol, as in ``benchmarks/models.py``: 1000 images (uint8 48x48 -
 as ``Predictor`` feeds them) in batches of 32 after a warm-up; images/s is the best of short windows cycling
 through the 1000 images (``--seconds`` per measurement), and ms per 1000 images follows from it -- the best
 window is the least disturbed by other processes, and a slow configuration cannot stall the run. Per member
-(the member alone, with the export's normalisation, softmax and flip TTA, as it runs inside the ensemble)
+(the member alone, with the export's normalisation, softmax and TTA, as it runs inside the ensemble)
 and for the ensemble, on each thread count (``torch.set_num_threads`` / ORT ``intra_op_num_threads``):
 torch (the baseline, measured in this run) and ONNX Runtime, and ORT's speed-up over torch. Members run in
 ORT from a graph exported here with ``search.serving.export.export_onnx``; the ensemble runs the export's own

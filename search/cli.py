@@ -156,6 +156,7 @@ def _export(args: argparse.Namespace) -> int:
     from search.ensemble import format_rows
     from search.pipeline import select_and_export
     from search.spec import check_search_dir
+    from search.trial import tta_label
     from search.tuning import search_config
 
     check_search_dir(args.search_dir)
@@ -165,7 +166,7 @@ def _export(args: argparse.Namespace) -> int:
     top_k = cfg.top_k if args.top_k is None else args.top_k
     result = select_and_export(args.search_dir, top_k, args.out, merge=merge, bags=bags)
     print(format_rows(result.rows))
-    tta = " with flip TTA" if result.chosen.tta else ""
+    tta = f" with {tta_label()}" if result.chosen.tta else ""
     print(f"exported {result.chosen.name}{tta} ({len(result.chosen.weights)} members) to {result.export_dir}")
     mode = args.wandb or ("auto" if args.wandb_project else "off")
     if mode != "off":

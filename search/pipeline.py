@@ -24,7 +24,7 @@ from search.ensemble import (
 from search.reporting import write_report
 from search.serving import export_ensemble
 from search.spec import MergeConfig, SearchConfig, demo_config, quick_config
-from search.trial import TRIAL_FILE, VAL_FILE
+from search.trial import TRIAL_FILE, VAL_FILE, tta_label
 from search.tuning import ChanceLevel, SearchFailed, TrialRecord, count_states, search, trial_row
 
 DATA_ENV = "FERSEARCH_FER2013"
@@ -171,7 +171,7 @@ def select_and_export(
     bags: int = 0,
 ) -> ExportResult:
     """Compare ensembling strategies over the top-k trials (and the merge net built from the best of
-    them, unless ``merge.bases`` is 0) and export the greedy ensemble (± flip TTA, ± merge net) that scores
+    them, unless ``merge.bases`` is 0) and export the greedy ensemble (± TTA, ± merge net) that scores
     best on PublicTest."""
     started = time.time()  # the report's wall time of this stage
     root = Path(search_dir).resolve()
@@ -323,7 +323,7 @@ def format_summary(r: RunResult) -> str:
     lines.append("Ensembles (each chosen on PublicTest; PrivateTest is the final report):")
     lines.extend("  " + line for line in format_rows(e.rows).splitlines())
     lines.append("")
-    tta = " with flip TTA" if e.chosen.tta else ""
+    tta = f" with {tta_label()}" if e.chosen.tta else ""
     lines.append(f"Exported: {e.chosen.name}{tta}, members and weights:")
     for i, w in e.chosen.weights.items():
         c = e.candidates[i]

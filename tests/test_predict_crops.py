@@ -1,5 +1,6 @@
 """Serve-time crops match training: a model trained on real FER2013 classifies real CK+ faces pasted into
-larger photos as it classifies the same faces given as 48×48 crops (benchmarks/crop_agreement.py)."""
+larger photos as it classifies the same faces given as 48×48 crops (benchmarks/crop_agreement.py), and
+TTA's zooms make it hinge less on where the detector's box fell than the mirror alone did."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import gzip
 import numpy as np
 import pytest
 
-from benchmarks.crop_agreement import agreement, ck_faces
+from benchmarks.crop_agreement import agreement, ck_faces, mirror_only
 from tests.conftest import SHARED_DATA
 
 FER2013 = SHARED_DATA / "fer2013.csv.gz"
@@ -16,8 +17,8 @@ CKPLUS = SHARED_DATA / "ckplus.tar"
 
 
 def fer2013_export(root, rows: int = 12000, epochs: int = 2):
-    """A mini-Xception trained briefly on the first ``rows`` FER2013 Training rows, exported as FER2013
-    exports are (whole-face crops: served through the face box)."""
+    """A mini-Xception trained briefly on the first ``rows`` FER2013 Training rows (one cosine cycle),
+    exported as FER2013 exports are (whole-face crops: served through the face box) with TTA."""
     import torch
 
     from search.ensemble import Candidate, WeightedEnsemble
@@ -39,9 +40,10 @@ def fer2013_export(root, rows: int = 12000, epochs: int = 2):
     torch.set_num_threads(2)
     model = build_model("mini_xception", 7, 0.0)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 4e-3, total_steps=epochs * -(-len(x) // 64))
     gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     for _ in range(epochs):
-        train_one_epoch(model, opt, x, y, batch_size=64, gen=gen, rng=rng)
+        train_one_epoch(model, opt, x, y, batch_size=64, gen=gen, rng=rng, sched=sched)
     probs = predict_proba(model, x[:64])
     ckpt = root / "ckpt"
     ckpt.mkdir()
@@ -51,7 +53,12 @@ def fer2013_export(root, rows: int = 12000, epochs: int = 2):
     classes = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
     members = [Candidate("t0", "mini_xception", {}, ckpt, 0.5)]
     return export_ensemble(
-        members, WeightedEnsemble({0: 1.0}), root / "export", classes=classes, metrics={}, onnx=False
+        members,
+        WeightedEnsemble({0: 1.0}, "best single", True),
+        root / "export",
+        classes=classes,
+        metrics={},
+        onnx=False,
     )
 
 
@@ -60,10 +67,14 @@ def test_faces_in_photos_get_the_class_of_their_48px_crop(tmp_path):
     if not (FER2013.is_file() and CKPLUS.is_file()):
         pytest.skip(f"real FER2013 and CK+ not found under {SHARED_DATA}")
     export = fer2013_export(tmp_path)
-    result = agreement(export, ck_faces(CKPLUS, 200))
+    faces = ck_faces(CKPLUS, 200)
+    result = agreement(export, faces)
+    mirror = agreement(mirror_only(export, tmp_path / "mirror"), faces, crops=("face-box",))["face-box"]
     face_box, roi = result["face-box"], result["eyes-mouth"]
-    print(f"crop agreement: {result}")  # pytest -s shows the figures
+    print(f"crop agreement: {result}, mirror-only TTA: {mirror}")  # pytest -s shows the figures
     assert face_box["found"] >= 0.95, result
-    # the issue asks 95%. Measured with the face box: this 2-epoch model 88.5%, the 20-minute race's export
-    # 92.3% (benchmarks/crop_agreement.py); through the eyes-to-mouth ROI served before: 78.0%, 76.0%
-    assert face_box["agree"] >= 0.85 and face_box["agree"] > roi["agree"] + 0.05, result
+    # the issue asks 95%; agreement rises with the model. This 2-epoch model (pytest -s): 90.5% with TTA's
+    # zooms, 88.5% with the mirror alone, 67.0% through the eyes-to-mouth ROI served before; a 15-minute
+    # fersearch export: 93.0% (README, Predict)
+    assert face_box["agree"] >= 0.88 and face_box["agree"] > roi["agree"] + 0.05, result
+    assert face_box["agree"] > mirror["agree"], (result, mirror)

@@ -25,7 +25,7 @@ import numpy as np
 from data_pipeline import DataManifest
 from search.ensemble import MERGE_DIR, Row
 from search.metrics import per_class
-from search.trial import CONFUSION_FILE, TRIAL_FILE
+from search.trial import CONFUSION_FILE, TRIAL_FILE, tta_label
 from search.tuning import SPEC_FILE, pareto_front, read_trials
 
 REPORT_DIR = "report"
@@ -588,7 +588,7 @@ def write_report(
     best_conf = best_trial_confusion(search_dir)
     scores = per_class(ensemble_confusion, classes)
     alerts = warnings_for(rows, chosen, n_public, ensemble_confusion, classes)
-    tta = " with flip TTA" if chosen.tta else ""
+    tta = f" with {tta_label()}" if chosen.tta else ""
     member_labels = [
         f"{m} ({arch_of.get(trial_of(m), 'merge net' if m == MERGE_DIR else '?')})" for m in chosen.members
     ]

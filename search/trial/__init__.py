@@ -39,11 +39,12 @@ from search.trial.trainable import (
     train_fer,
     train_one_epoch,
 )
-from search.trial.tta import FLIP_ONLY, TTA_ZOOMS, tta_proba, tta_views, zooms_of
+from search.trial.tta import FLIP_ONLY, TTA_ZOOMS, tta_label, tta_proba, tta_views, zooms_of
 
 __all__ = [
     "FLIP_ONLY",
     "TTA_ZOOMS",
+    "tta_label",
     "tta_proba",
     "tta_views",
     "zooms_of",

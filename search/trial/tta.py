@@ -59,6 +59,12 @@ def tta_proba(model: torch.nn.Module, x: torch.Tensor, zooms: Sequence[float] = 
     return mean_over_views(torch.softmax(model(tta_views(x, zooms)), dim=1), 2 * len(zooms))
 
 
+def tta_label(zooms: Sequence[float] = TTA_ZOOMS) -> str:
+    """How summaries and the report name the TTA: ``TTA (mirror, zoom 0.92/1.08)``."""
+    others = [f"{z:g}" for z in zooms if z != 1.0]
+    return f"TTA (mirror, zoom {'/'.join(others)})" if others else "TTA (mirror)"
+
+
 def zooms_of(recorded: object) -> tuple[float, ...]:
     """The zooms an export recorded (``tta_zooms``), or the mirror alone for an export that predates them."""
     if isinstance(recorded, list | tuple) and recorded and all(isinstance(z, int | float) for z in recorded):
