@@ -140,33 +140,35 @@ def one_thread_seeded():
     torch.set_num_threads(previous)
 
 
-def untrained_export(root: Path, onnx: bool = True, tta: bool = False) -> Path:
-    """One seeded, untrained mini_xception exported: the smallest real export to damage or serve."""
+def export_mini_xception(model, root: Path, onnx: bool = True, tta: bool = False, epochs: int = 1) -> Path:
+    """Export one mini_xception ``model`` as a search exports its best single trial (FER2013's classes)."""
     import numpy as np
-    import torch
 
     from search.ensemble import Candidate, WeightedEnsemble
     from search.serving import export_ensemble
-    from search.trial import TrialCheckpoint, TrialState, build_model, predict_proba
+    from search.trial import TrialCheckpoint, TrialState, predict_proba
 
     classes = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
-    torch.manual_seed(0)
-    model = build_model("mini_xception", 7, 0.0)
     probs = predict_proba(model, np.zeros((2, 48, 48), np.uint8))
     ckpt = root / "ckpt"
     ckpt.mkdir()
     TrialCheckpoint(ckpt).save(
-        model, {"arch": "mini_xception"}, {"epoch": 1}, TrialState(1, 0.5, 1), (probs, probs, np.eye(7))
-    )
+        model, {"arch": "mini_xception"}, {"epoch": epochs}, TrialState(epochs, 0.5, epochs),
+        (probs, probs, np.eye(7)),
+    )  # fmt: skip
     members = [Candidate("t0", "mini_xception", {}, ckpt, 0.5)]
-    return export_ensemble(
-        members,
-        WeightedEnsemble({0: 1.0}, "best single", tta),
-        root / "export",
-        classes=classes,
-        metrics={},
-        onnx=onnx,
-    )
+    ensemble = WeightedEnsemble({0: 1.0}, "best single", tta)
+    return export_ensemble(members, ensemble, root / "export", classes=classes, metrics={}, onnx=onnx)
+
+
+def untrained_export(root: Path, onnx: bool = True, tta: bool = False) -> Path:
+    """One seeded, untrained mini_xception exported: the smallest real export to damage or serve."""
+    import torch
+
+    from search.trial import build_model
+
+    torch.manual_seed(0)
+    return export_mini_xception(build_model("mini_xception", 7, 0.0), root, onnx, tta)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.crop_agreement import agreement, ck_faces, mirror_only
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, export_mini_xception
 
 FER2013 = SHARED_DATA / "fer2013.csv.gz"
 CKPLUS = SHARED_DATA / "ckplus.tar"
@@ -21,9 +21,7 @@ def fer2013_export(root, rows: int = 12000, epochs: int = 2):
     exported as FER2013 exports are (whole-face crops: served through the face box) with TTA."""
     import torch
 
-    from search.ensemble import Candidate, WeightedEnsemble
-    from search.serving import export_ensemble
-    from search.trial import TrialCheckpoint, TrialState, build_model, predict_proba, train_one_epoch
+    from search.trial import build_model, train_one_epoch
 
     x, y = [], []
     with gzip.open(FER2013, "rt") as f:
@@ -44,22 +42,7 @@ def fer2013_export(root, rows: int = 12000, epochs: int = 2):
     gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     for _ in range(epochs):
         train_one_epoch(model, opt, x, y, batch_size=64, gen=gen, rng=rng, sched=sched)
-    probs = predict_proba(model, x[:64])
-    ckpt = root / "ckpt"
-    ckpt.mkdir()
-    meta = {"arch": "mini_xception"}
-    state = TrialState(epochs, 0.5, epochs)
-    TrialCheckpoint(ckpt).save(model, meta, {"epoch": epochs}, state, (probs, probs, None))
-    classes = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
-    members = [Candidate("t0", "mini_xception", {}, ckpt, 0.5)]
-    return export_ensemble(
-        members,
-        WeightedEnsemble({0: 1.0}, "best single", True),
-        root / "export",
-        classes=classes,
-        metrics={},
-        onnx=False,
-    )
+    return export_mini_xception(model, root, onnx=False, tta=True, epochs=epochs)
 
 
 @pytest.mark.slow
