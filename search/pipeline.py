@@ -178,8 +178,8 @@ def select_and_export(
     candidates = find_candidates(root, top_k)
     if not candidates:
         raise SearchFailed(
-            f"{root}: no trial checkpoint with PublicTest predictions that learned (beat a constant answer)"
-            " to export; see trials.csv"
+            f"{root}: no trial checkpoint with PublicTest predictions that learned (above the majority-class "
+            "rate, or a finite log-loss under twice a uniform guess's) to export; see trials.csv"
         )
     data_root = root / "data"
     merged = merge_candidate(root, candidates, merge or MergeConfig())

@@ -88,6 +88,9 @@ def test_pruned_and_cut_trials_everywhere(tmp_path, synth_data, capsys):
     states = _states(out)
     assert sorted(states.values()).count(PRUNED) >= 1, states
     assert all(s in (DONE, PRUNED, DID_NOT_LEARN) for s in states.values()), states
+    progress = capsys.readouterr().out  # the live lines name each ended trial's state as trials.csv does
+    for trial_id, state in states.items():
+        assert f"trial {trial_id} {state} at epoch" in progress, (trial_id, state, progress)
     assert main(["trials", str(out)]) == 0
     printed = capsys.readouterr().out
     assert PRUNED in printed

@@ -19,7 +19,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from search.trial import FINISHED
-from search.tuning.states import CUT, DONE, FAILED, PRUNED, pruned_trials
+from search.tuning.states import CUT, DID_NOT_LEARN, DONE, FAILED, PRUNED, ChanceLevel, pruned_trials
 
 #: "normal" (these lines), "quiet" (none) or "verbose" (these and Ray's own output); set by the CLI.
 MODES = ("normal", "quiet", "verbose")
@@ -86,8 +86,16 @@ def silence_tune_reporter() -> None:
 class ProgressView(Callback):
     """Trial events and a status line: ``[m:ss/budget] …``."""
 
-    def __init__(self, total: int, budget_s: float | None, pruned_record: str | None = None, silent=False):
+    def __init__(
+        self,
+        total: int,
+        budget_s: float | None,
+        pruned_record: str | None = None,
+        silent=False,
+        chance: ChanceLevel | None = None,
+    ):
         self.total, self.budget_s, self.pruned_record, self.silent = total, budget_s, pruned_record, silent
+        self.chance = chance  # PublicTest's chance level: a trial that ends at it "did not learn"
         self.live = sys.stdout.isatty()  # the stream itself is looked up per line: Tune pickles callbacks
         self.start = time.time()
         self.best: tuple[float, str, str] | None = None
@@ -160,8 +168,13 @@ class ProgressView(Callback):
         last = trial.last_result or {}
         stopped = self.pruned_record and trial.trial_id in pruned_trials(self.pruned_record)
         state = PRUNED if stopped else DONE if last.get(FINISHED, True) else CUT
-        self._ended(trial, state)
         acc = last.get("val_acc")
+        best = last.get("best_val_acc", acc)
+        if self.chance and isinstance(best, float) and not self.chance.learned(best, last.get("val_loss")):
+            state = DID_NOT_LEARN  # as trials.csv will say; never quoted as the best
+            if self.best and self.best[1] == trial.trial_id:
+                self.best = None
+        self._ended(trial, state)
         score = f", PublicTest {acc:.4f}" if isinstance(acc, float) else ""
         self._write(f"trial {trial.trial_id} {state} at epoch {last.get('epoch', 0)}{score}")
 

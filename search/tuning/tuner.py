@@ -247,6 +247,7 @@ def build_tuner(cfg: SearchConfig, data: TrialData, storage: Path, plan: SearchP
     view = ProgressView(
         plan.trials if plan else cfg.num_samples, plan.search_s if plan else cfg.time_budget_s,
         pruned_record=record, silent=mode() == "quiet",
+        chance=ChanceLevel.of_labels(data.val_y, data.num_classes),
     )  # fmt: skip
     callbacks: list = [view]
     if cfg.wandb != "off":
