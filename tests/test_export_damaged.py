@@ -67,7 +67,7 @@ def test_deleted_member_is_missing(export):
 def test_truncated_manifest_names_the_file(export):
     text = (export / "manifest.json").read_text()
     (export / "manifest.json").write_text(text[: len(text) // 2])
-    fails(export, r"manifest\.json: not valid JSON \(.* at line \d+ column \d+\); the export is damaged")
+    fails(export, r"manifest\.json: not valid JSON \([^()]*, line \d+ column \d+\); the export is damaged")
     (export / "manifest.json").write_bytes(b"\xff\xfe{}")
     fails(export, r"manifest\.json: not UTF-8 text")
     (export / "manifest.json").write_text("[]")

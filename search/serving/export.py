@@ -119,7 +119,7 @@ class ExportManifest:
         except UnicodeDecodeError as e:
             raise _manifest_error(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
         except json.JSONDecodeError as e:
-            where = f"{e.msg} at line {e.lineno} column {e.colno}"
+            where = f"{e.msg}, line {e.lineno} column {e.colno}"
             raise _manifest_error(path, f"not valid JSON ({where})") from e
         if not isinstance(raw, dict):
             raise _manifest_error(path, f"holds a {type(raw).__name__}, not a JSON object")
