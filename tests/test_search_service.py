@@ -101,17 +101,21 @@ def test_pareto_front_keeps_only_non_dominated_rows():
 
 
 @pytest.mark.slow
-def test_wandb_offline_runs_hold_the_logged_metrics(tmp_path, ray_local, synth_csv):
-    cfg = SearchConfig(name="wb", space=TINY, num_samples=2, max_epochs=2, wandb="offline")
-    search(cfg, synth_csv, tmp_path / "wb")
-    runs = sorted(p for p in (tmp_path / "wb" / "wandb").rglob("offline-run-*") if p.is_dir())
-    assert len(runs) == 3, runs  # two trials + the summary run
+def test_wandb_offline_runs_hold_the_logged_metrics(demo_run):
+    """The W&B-offline search of ``demo_run`` (conftest.py; test_run_e2e.py checks the rest of that run)."""
+    trials = demo_run.result.trials
+    runs = sorted(p for p in (demo_run.dir / "wandb").rglob("offline-run-*") if p.is_dir())
+    assert len(runs) == len(trials) + 2, runs  # a run per trial, the summary run, the export's run
     contents = [read_offline_run(r) for r in runs]
     trial_runs = [h for h, _ in contents if any("val_acc" in row for row in h)]
-    assert len(trial_runs) == 2
+    assert len(trial_runs) == len(trials) == 3
+    logged_epochs = []
     for history in trial_runs:
         epochs = [row["epoch"] for row in history if "epoch" in row]
-        assert epochs == [1, 2] and all(0 <= row["val_acc"] <= 1 for row in history if "val_acc" in row)
+        assert epochs == list(range(1, len(epochs) + 1))
+        assert all(0 <= row["val_acc"] <= 1 for row in history if "val_acc" in row)
+        logged_epochs.append(len(epochs))
+    assert sorted(logged_epochs) == sorted(t.epochs for t in trials)  # every epoch of every trial
     summary_runs = [s for _, s in contents if any(k.startswith("trials/") for k in s)]
     assert len(summary_runs) == 1 and summary_runs[0]["best_trial"]
     assert 0 <= summary_runs[0]["best_val_acc"] <= 1
