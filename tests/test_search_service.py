@@ -123,7 +123,7 @@ def test_wandb_offline_runs_hold_the_logged_metrics(demo_run):
 
 @pytest.mark.slow
 def test_sigkill_driver_then_resume_keeps_finished_trials_and_runs_the_rest(tmp_path, ray_local):
-    synth_csv = write_fer2013_csv(tmp_path / "synth.csv.gz", n_rows=1500, seed=12)
+    synth_csv = write_fer2013_csv(tmp_path / "synth.csv.gz", n_rows=900, seed=12)
     out = tmp_path / "killed"
     spec = {
         "name": "killme",
