@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import tempfile
 import time
@@ -28,7 +27,7 @@ from data_pipeline.config import PrepareConfig, SourceConfig
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare, prepare_fer2013
 from search.metrics import accuracy
-from search.trial import FitConfig, build_model, fit, load_checkpoint_model, predict_proba
+from search.trial import FitConfig, TrialCheckpoint, build_model, fit, load_checkpoint_model, predict_proba
 
 
 def pretrain(csv: Path, work: Path, arch: str, epochs: int) -> torch.nn.Module:
@@ -62,10 +61,9 @@ def main() -> None:
 
     if args.pretrained:
         base = load_checkpoint_model(args.pretrained)
-        saved = json.loads((Path(args.pretrained) / "trial.json").read_text())
-        print(f"pretrained: {args.pretrained} ({saved['config']['arch']}, FER2013 PublicTest "
-              f"{saved['best_val_acc']:.4f})")  # fmt: skip
-        arch_name, arch_kwargs = saved["config"]["arch"], saved["config"].get("arch_kwargs") or {}
+        saved = TrialCheckpoint(Path(args.pretrained)).read()
+        print(f"pretrained: {args.pretrained} ({saved.arch}, FER2013 PublicTest {saved.best_val_acc:.4f})")
+        arch_name, arch_kwargs = saved.arch, saved.config.get("arch_kwargs") or {}
     elif args.fer2013:
         base = pretrain(Path(args.fer2013), work, args.arch, args.pretrain_epochs)
         arch_name, arch_kwargs = args.arch, {}

@@ -24,7 +24,7 @@ from search.ensemble import (
 from search.reporting import write_report
 from search.serving import export_ensemble
 from search.spec import MergeConfig, SearchConfig, demo_config, quick_config
-from search.trial import TRIAL_FILE, VAL_FILE, tta_label
+from search.trial import TRIAL_FILE, VAL_FILE, TrialCheckpoint, tta_label
 from search.tuning import ChanceLevel, SearchFailed, TrialRecord, count_states, search, trial_row
 
 DATA_ENV = "FERSEARCH_FER2013"
@@ -104,10 +104,9 @@ def find_candidates(search_dir: Path, top_k: int) -> list[Candidate]:
         ckpt = trial_file.parent
         if not (ckpt / VAL_FILE).is_file():
             continue
-        saved = json.loads(trial_file.read_text())
-        acc = float(saved["metrics"].get("val_acc", saved["best_val_acc"]))
-        epoch = int(saved["metrics"].get("epoch", 0))
-        if not chance.learned(acc, saved["metrics"].get("val_loss")):
+        saved = TrialCheckpoint(ckpt).read()
+        acc, epoch = saved.val_acc, saved.epoch
+        if not chance.learned(acc, saved.val_loss):
             continue  # never an ensemble member: no better than a constant answer (ChanceLevel)
         per_trial.setdefault(ckpt.parent.name.removeprefix("trial_"), []).append((acc, epoch, ckpt))
     if not per_trial:
@@ -138,7 +137,7 @@ def merge_candidate(root: Path, candidates: list[Candidate], cfg: MergeConfig) -
     ckpt = root / MERGE_DIR
     saved = ckpt / TRIAL_FILE
     if saved.is_file() and (ckpt / VAL_FILE).is_file():
-        merge = json.loads(saved.read_text()).get("merge", {})
+        merge = TrialCheckpoint(ckpt).read().merge or {}
         if merge.get("base_names") == [c.name for c in bases] and merge.get("config") == asdict(cfg):
             print(f"merge net: reusing {ckpt}")
             return Candidate.from_checkpoint(MERGE_DIR, ckpt)
@@ -297,10 +296,12 @@ def summary_dict(r: RunResult, cfg: SearchConfig, source: DataSource) -> dict:
 
 def merge_summary(root: Path) -> dict | None:
     """The merge net's bases and their PublicTest accuracy before and after phase 2, if one was built."""
-    saved = root / MERGE_DIR / TRIAL_FILE
-    if not saved.is_file():
+    ckpt = root / MERGE_DIR
+    if not (ckpt / TRIAL_FILE).is_file():
         return None
-    merge = json.loads(saved.read_text())["merge"]
+    merge = TrialCheckpoint(ckpt).read().merge or {}
+    if not merge:
+        return None
     return {k: merge[k] for k in ("base_names", "val_acc", "best_phase", "best_epoch", "bases_before",
                                   "bases_after_phase2")}  # fmt: skip
 

@@ -167,21 +167,39 @@ def _word(n: ast.AST) -> str:
     return n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else ""
 
 
-def _is_json_parse(n: ast.AST) -> bool:
+def _spells(n: ast.AST, names: tuple[str, ...]) -> bool:
+    """A name in ``names``, or a path string ending in one (``"checkpoint_*/trial.json"``)."""
+    w = _word(n)
+    path = isinstance(n, ast.Constant) and " " not in w
+    return w in names or (path and w.endswith(tuple(f"/{x}" for x in names)))
+
+
+def _is_json_parse(n: ast.AST, calls: tuple[str, ...] = ("load", "loads")) -> bool:
     return (
         isinstance(n, ast.Call)
         and isinstance(n.func, ast.Attribute)
-        and n.func.attr in ("load", "loads")
+        and n.func.attr in calls
         and _word(n.func.value) == "json"
     )
 
 
-def _manifest_parsers(source: str, where: str) -> list[str]:
-    """``where:Qualified.name`` of each def (or ``<module>``) in ``source`` that parses a manifest: a
-    ``json.load(s)`` whose argument names a manifest (or a variable bound to one: ``p = root / ...``,
-    ``with open(...) as f``), or one in a def that spells the file name (``"manifest.json"``,
-    ``MANIFEST_FILE``). A nested def counts on its own."""
+MANIFEST_NAMES = ("manifest.json", "MANIFEST_FILE")
+TRIAL_NAMES = ("trial.json", "TRIAL_FILE")
+
+
+def _manifest_parsers(
+    source: str,
+    where: str,
+    names: tuple[str, ...] = MANIFEST_NAMES,
+    stem: str | None = "manifest",
+    write: bool = False,
+) -> list[str]:
+    """``where:Qualified.name`` of each def (or ``<module>``) in ``source`` that parses a record (with
+    ``write``, also serialises one): a ``json.load(s)`` whose argument names it (contains ``stem``, or a
+    variable bound to such: ``p = root / ...``, ``with open(...) as f``), or one in a def that spells the
+    file name (``names``). A nested def counts on its own."""
     found = []
+    calls = ("load", "loads", "dump", "dumps") if write else ("load", "loads")
 
     def visit(node: ast.AST, qual: str) -> None:
         mine = _own_nodes(node)
@@ -193,11 +211,15 @@ def _manifest_parsers(source: str, where: str) -> list[str]:
                 for name in ast.walk(target):
                     if isinstance(name, ast.Name):
                         bound.setdefault(name.id, []).append(value)
-        parses = [n for n in mine if _is_json_parse(n)]
+        parses = [n for n in mine if _is_json_parse(n, calls)]
         used = [w for call in parses for w in ast.walk(call)]
         sources = used + [v for w in used if isinstance(w, ast.Name) for v in bound.get(w.id, [])]
-        named = any("manifest" in _word(w).lower() for v in sources for w in ast.walk(v))
-        spells = any(_word(n) in ("manifest.json", "MANIFEST_FILE") for n in mine)
+        named = any(
+            _spells(w, names) or (stem is not None and stem in _word(w).lower())
+            for v in sources
+            for w in ast.walk(v)
+        )
+        spells = any(_spells(n, names) for n in mine)
         if named or (parses and spells):
             found.append(f"{where}:{qual or '<module>'}")
         for n in mine:
@@ -235,3 +257,27 @@ def test_each_manifest_json_is_parsed_in_one_place():
                 spelled.add(where)
     assert sorted(found) == sorted(MANIFEST_OWNERS)
     assert spelled == {owner.split(":")[0] for owner in MANIFEST_OWNERS}
+
+
+def test_the_trial_file_detector_finds_a_parse_and_a_write():
+    snippets = {
+        "a": "def a(ckpt):\n    return json.loads((ckpt / TRIAL_FILE).read_text())['best_val_acc']\n",
+        "b": "def b(run):\n    for f in run.glob('*/trial.json'):\n        s = json.loads(f.read_text())\n",
+        "c": "def c(out, trial):\n    (out / TRIAL_FILE).write_text(json.dumps(trial, indent=2))\n",
+        "d": "def d(out, summary):\n    (out / 'summary.json').write_text(json.dumps(summary))\n",
+    }
+    found = [hit for n, src in snippets.items() for hit in _manifest_parsers(src, n, TRIAL_NAMES, None, True)]
+    assert found == ["a:a", "b:b", "c:c"]
+
+
+def test_trial_json_is_read_and_written_only_by_trial_checkpoint():
+    """Every stage reads a checkpoint's record as a typed ``SavedTrial`` through ``TrialCheckpoint`` (whose
+    ``read``/``write`` hand the text to ``SavedTrial.from_json``/``to_json``, which never name the file);
+    no def that names ``trial.json`` parses or serialises JSON itself (that file's layout was once written
+    in two places and parsed in eight)."""
+    found = []
+    for pkg in ("models", "data_pipeline", "search", "cluster", "benchmarks"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            source, where = path.read_text(), path.relative_to(ROOT).as_posix()
+            found += _manifest_parsers(source, where, TRIAL_NAMES, None, write=True)
+    assert found == []

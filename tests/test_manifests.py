@@ -1,5 +1,6 @@
-"""The two ``manifest.json`` records as typed objects: written then read back they are equal, and what the
-code before them wrote still loads (old prepared datasets and searches keep working)."""
+"""The on-disk records as typed objects (both ``manifest.json``, a checkpoint's ``trial.json``):
+written then read back they are equal, and what the code before them wrote still loads (old
+prepared datasets, searches and checkpoints keep working)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from data_pipeline import BaseVariant, DataManifest, ImageShape
 from data_pipeline.dataset import CLASSES, DataError
 from search.serving import ExportError, ExportManifest, ExportMember
+from search.trial import TRIAL_FILE, TrialCheckpoint
 
 SOURCE_SHA = "1553f929611600d810f15b0a05e0328e05c7a9624bcea89b22b7239067244d97"
 SOURCE_OPTIONS = {
@@ -253,3 +255,58 @@ def test_an_export_manifest_with_only_what_loading_needs_takes_the_defaults(tmp_
 def test_an_export_manifest_key_of_the_wrong_type_is_named(tmp_path, change, error):
     with pytest.raises(ExportError, match=error):
         ExportManifest.read(_written(tmp_path, {**OLD_EXPORT, **change}))
+
+
+# ------------------------------------------------------------------------------- a checkpoint's trial.json
+
+# What ``TrialCheckpoint.save`` wrote before ``SavedTrial`` (a Tune trial's epoch 3 of a 3-epoch plan) and
+# what the merge net wrote (no per-epoch metrics, a ``merge`` block), keys in the order they were written.
+OLD_TRIAL = {
+    "config": {"arch": "mini_xception", "lr": 0.002, "dropout": 0.1, "arch_kwargs": {}, "max_epochs": 3},
+    "metrics": {"epoch": 3, "val_acc": 0.41, "val_loss": 1.52},
+    "best_val_acc": 0.41,
+    "best_epoch": 3,
+    "has_predictions": True,
+    "plan": {"epochs": 3, "cycles": 1},
+    "deadline": 1764800000.5,
+    "optimizer": {"param_groups": [{"lr": 0.002, "params": [0, 1]}], "scalars": {"0": {"step": 3.0}}},
+    "scheduler": {"last_epoch": 3},
+    "numpy_rng": {"bit_generator": "PCG64", "state": {"state": 1, "inc": 3}},
+}
+OLD_MERGE = {
+    "config": {"arch": "parallel_merge", "arch_kwargs": {"bases": ["a", "b"]}, "dropout": 0.2},
+    "best_val_acc": 0.5,
+    "best_epoch": 2,
+    "has_predictions": True,
+    "merge": {"base_names": ["a", "b"], "val_acc": 0.5},
+}
+
+
+def test_an_old_trial_file_loads_and_is_written_byte_for_byte_as_before(tmp_path):
+    (tmp_path / TRIAL_FILE).write_text(json.dumps(OLD_TRIAL, indent=2))
+    saved = TrialCheckpoint(tmp_path).read()
+    assert (saved.arch, saved.epoch, saved.val_acc, saved.val_loss) == ("mini_xception", 3, 0.41, 1.52)
+    assert saved.plan == OLD_TRIAL["plan"] and saved.numpy_rng == OLD_TRIAL["numpy_rng"]
+    TrialCheckpoint(tmp_path).write(saved)
+    assert (tmp_path / TRIAL_FILE).read_text() == json.dumps(OLD_TRIAL, indent=2)
+
+
+def test_the_merge_nets_trial_file_has_no_epoch_and_scores_its_best(tmp_path):
+    (tmp_path / TRIAL_FILE).write_text(json.dumps(OLD_MERGE, indent=2))
+    saved = TrialCheckpoint(tmp_path).read()
+    assert (saved.epoch, saved.val_acc, saved.val_loss, saved.plan) == (0, 0.5, None, None)
+    assert saved.merge == OLD_MERGE["merge"]
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ('{"config": {"arch": "m"', r"trial\.json: not valid JSON \(.*line 1\); the checkpoint is damaged"),
+        ('{"metrics": {}}', r"trial\.json: missing key 'config'; the checkpoint is damaged"),
+        ("[1, 2]", r"trial\.json: missing key 'config'"),
+    ],
+)
+def test_a_damaged_trial_file_names_the_file(tmp_path, text, error):
+    (tmp_path / TRIAL_FILE).write_text(text)
+    with pytest.raises(ValueError, match=error):
+        TrialCheckpoint(tmp_path).read()

@@ -11,7 +11,6 @@ treats it as one more candidate.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -28,9 +27,10 @@ from search.metrics import accuracy
 from search.spec import MergeConfig
 from search.trial import (
     TEST_FILE,
-    TRIAL_FILE,
     VAL_FILE,
     WEIGHTS_FILE,
+    SavedTrial,
+    TrialCheckpoint,
     fit_splits,
     seeded,
     to_tensor,
@@ -171,12 +171,13 @@ def train_merge(
     result = MergeResult(
         out, [c.name for c in chosen], val_acc, best_phase, best_epoch, bases_before, bases_after, history
     )
-    trial = {
-        "config": {"arch": "parallel_merge", "arch_kwargs": model.arch_kwargs(), "dropout": cfg.dropout},
-        "best_val_acc": val_acc,
-        "best_epoch": best_epoch,
-        "has_predictions": True,
-        "merge": {**{k: v for k, v in asdict(result).items() if k != "checkpoint"}, "config": asdict(cfg)},
-    }
-    (out / TRIAL_FILE).write_text(json.dumps(trial, indent=2))
+    TrialCheckpoint(out).write(
+        SavedTrial(
+            config={"arch": "parallel_merge", "arch_kwargs": model.arch_kwargs(), "dropout": cfg.dropout},
+            best_val_acc=val_acc,
+            best_epoch=best_epoch,
+            has_predictions=True,
+            merge={**{k: v for k, v in asdict(result).items() if k != "checkpoint"}, "config": asdict(cfg)},
+        )
+    )
     return result

@@ -28,12 +28,8 @@ class Candidate:
     @classmethod
     def from_checkpoint(cls, name: str, checkpoint: Path) -> Candidate:
         saved = TrialCheckpoint(checkpoint).read()
-        cfg = saved["config"]
-        return cls(
-            name, cfg["arch"], cfg.get("arch_kwargs", {}), checkpoint,
-            float(saved.get("metrics", {}).get("val_acc", saved["best_val_acc"])),
-            float(cfg.get("dropout", 0.0)),
-        )  # fmt: skip
+        kwargs, dropout = saved.config.get("arch_kwargs", {}), float(saved.config.get("dropout", 0.0))
+        return cls(name, saved.arch, kwargs, checkpoint, saved.val_acc, dropout)
 
     def load(self, num_classes: int) -> torch.nn.Module:
         return TrialCheckpoint(self.checkpoint).load_model(num_classes)

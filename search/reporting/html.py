@@ -25,7 +25,7 @@ import numpy as np
 from data_pipeline import DataManifest
 from search.ensemble import MERGE_DIR, Row
 from search.metrics import per_class
-from search.trial import CONFUSION_FILE, TRIAL_FILE, tta_label
+from search.trial import CONFUSION_FILE, TRIAL_FILE, TrialCheckpoint, tta_label
 from search.tuning import SPEC_FILE, pareto_front, read_trials
 
 REPORT_DIR = "report"
@@ -343,7 +343,7 @@ def best_trial_confusion(search_dir: Path) -> tuple[str, np.ndarray] | None:
     for f in (search_dir / "tune").glob(f"trial_*/checkpoint_*/{TRIAL_FILE}"):
         if not (f.parent / CONFUSION_FILE).is_file():
             continue
-        acc = float(json.loads(f.read_text())["best_val_acc"])
+        acc = float(TrialCheckpoint(f.parent).read().best_val_acc)
         tid = f.parent.parent.name.removeprefix("trial_")
         if best is None or (acc, tid) > (best[0], best[1]):
             best = (acc, tid, f.parent / CONFUSION_FILE)
@@ -369,7 +369,7 @@ def stages(search_dir: Path, cfg: dict, epochs: dict[str, list[Epoch]], started:
     merge_file = search_dir / MERGE_DIR / TRIAL_FILE
     merge_s, merge_new = None, False
     if merge_file.is_file():
-        merge = json.loads(merge_file.read_text()).get("merge", {})
+        merge = TrialCheckpoint(merge_file.parent).read().merge or {}
         merge_s = sum(float(h.get("seconds", 0)) for h in merge.get("history", []))
         mb = (cfg.get("merge") or {}).get("time_budget_s")
         merge_new = started is not None and merge_file.stat().st_mtime >= started

@@ -284,10 +284,12 @@ def read_rank_evidence(checkpoint_dir: str | Path) -> dict[int, dict]:
 def best_train_checkpoint(run_dir: str | Path) -> Path | None:
     """The retained checkpoint of a Train run (``<storage>/train/trial_<id>``) with the best PublicTest
     accuracy among those holding predictions: what ensemble selection needs from a data-parallel trial."""
+    from search.trial.trainable import TRIAL_FILE, TrialCheckpoint
+
     best, best_acc = None, -1.0
-    for trial_file in Path(run_dir).glob("checkpoint_*/trial.json"):
-        state = json.loads(trial_file.read_text())
-        acc = float(state["metrics"]["val_acc"])
-        if state.get("has_predictions") and acc > best_acc:
+    for trial_file in Path(run_dir).glob(f"checkpoint_*/{TRIAL_FILE}"):
+        saved = TrialCheckpoint(trial_file.parent).read()
+        acc = saved.val_acc
+        if saved.has_predictions and acc > best_acc:
             best, best_acc = trial_file.parent, acc
     return best

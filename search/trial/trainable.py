@@ -13,7 +13,7 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +361,57 @@ class TrialState:
     deadline: float | None = None
 
 
+@dataclass(frozen=True)
+class SavedTrial:
+    """``trial.json``: what a checkpoint records about its trial, typed; written and parsed only by
+    :class:`TrialCheckpoint`. Optional parts are left out of the file when absent (the merge net's has no
+    per-epoch metrics, plan or optimiser; it has ``merge``)."""
+
+    config: dict
+    metrics: dict = field(default_factory=dict)
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    has_predictions: bool = False
+    plan: dict | None = None
+    deadline: float | None = None
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    numpy_rng: dict | None = None
+    merge: dict | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.metrics.get("epoch", 0))
+
+    @property
+    def val_acc(self) -> float:
+        """This checkpoint's PublicTest accuracy (the best so far where no epoch was recorded)."""
+        return float(self.metrics.get("val_acc", self.best_val_acc))
+
+    @property
+    def val_loss(self) -> float | None:
+        return self.metrics.get("val_loss")
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> SavedTrial:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            damaged = f"not valid JSON ({e.msg}, line {e.lineno}); the checkpoint is damaged"
+            raise ValueError(f"{path}: {damaged}") from None
+        if not isinstance(raw, dict) or "config" not in raw:
+            raise ValueError(f"{path}: missing key 'config'; the checkpoint is damaged")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
 class TrialCheckpoint:
     """The only reader and writer of a trial checkpoint directory.
 
@@ -395,22 +446,8 @@ class TrialCheckpoint:
             if confusion is not None:  # a None would be saved as a pickled object array
                 np.save(d / CONFUSION_FILE, confusion)
         hparams = {k: config[k] for k in HPARAMS if k in config}
-        trial: dict[str, Any] = {
-            "config": {
-                **hparams,
-                "arch_kwargs": arch_kwargs_of(config),
-                "max_epochs": config.get("max_epochs"),
-            },
-            "metrics": metrics,
-            "best_val_acc": state.best,
-            "best_epoch": state.best_epoch,
-            "has_predictions": extra is not None,
-        }
-        if state.plan is not None:
-            trial["plan"] = state.plan.to_dict()
-        if state.deadline is not None:
-            trial["deadline"] = state.deadline
         tensors: dict[str, torch.Tensor] = {}
+        optimizer = scheduler = None
         if recipe is not None:
             opt_state = recipe.opt.state_dict()
             scalars: dict[str, dict] = {}
@@ -420,24 +457,42 @@ class TrialCheckpoint:
                         tensors[f"opt.{idx}.{name}"] = value.detach().cpu().contiguous()
                     else:
                         scalars.setdefault(str(idx), {})[name] = value
-            trial["optimizer"] = {"param_groups": opt_state["param_groups"], "scalars": scalars}
-            trial["scheduler"] = _jsonable(recipe.sched.state_dict())
+            optimizer = {"param_groups": opt_state["param_groups"], "scalars": scalars}
+            scheduler = _jsonable(recipe.sched.state_dict())
         if gen is not None:
             tensors["rng.generator"] = gen.get_state()
             tensors["rng.torch"] = torch.get_rng_state()
-        if rng is not None:
-            trial["numpy_rng"] = rng.bit_generator.state
         if tensors:
             save_file(tensors, str(d / STATE_FILE))
-        (d / TRIAL_FILE).write_text(json.dumps(trial, indent=2))
+        self.write(
+            SavedTrial(
+                config={
+                    **hparams,
+                    "arch_kwargs": arch_kwargs_of(config),
+                    "max_epochs": config.get("max_epochs"),
+                },
+                metrics=metrics,
+                best_val_acc=state.best,
+                best_epoch=state.best_epoch,
+                has_predictions=extra is not None,
+                plan=None if state.plan is None else state.plan.to_dict(),
+                deadline=state.deadline,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                numpy_rng=None if rng is None else rng.bit_generator.state,
+            )
+        )
+
+    def write(self, saved: SavedTrial) -> None:
+        (self.path / TRIAL_FILE).write_text(saved.to_json())
 
     def save_rank_rng(self, rank: int, gen: torch.Generator) -> None:
         """A data-parallel rank's generator and torch RNG states (rank 0 writes the rest)."""
         states = {"rng.generator": gen.get_state(), "rng.torch": torch.get_rng_state()}
         save_file(states, str(self.path / RANK_RNG_FILE.format(rank=rank)))
 
-    def read(self) -> dict:
-        return json.loads((self.path / TRIAL_FILE).read_text())
+    def read(self) -> SavedTrial:
+        return SavedTrial.from_json((self.path / TRIAL_FILE).read_text(), self.path / TRIAL_FILE)
 
     def num_classes(self) -> int:
         """The width of the saved PublicTest probabilities (7, FER2013's, without them)."""
@@ -446,7 +501,7 @@ class TrialCheckpoint:
 
     def load_model(self, num_classes: int | None = None) -> torch.nn.Module:
         """The trained model, rebuilt from ``trial.json``'s architecture, in eval mode."""
-        cfg = self.read()["config"]
+        cfg = self.read().config
         state = load_file(str(self.path / WEIGHTS_FILE))
         num_classes = self.num_classes() if num_classes is None else num_classes
         model = build_model(cfg["arch"], num_classes, float(cfg.get("dropout", 0.0)), cfg.get("arch_kwargs"))
@@ -469,27 +524,27 @@ class TrialCheckpoint:
         model.load_state_dict(load_file(str(d / WEIGHTS_FILE), device=str(device)))
         trial = self.read()
         state = TrialState(
-            epoch=int(trial["metrics"]["epoch"]),
-            best=float(trial["best_val_acc"]),
-            best_epoch=int(trial["best_epoch"]),
-            plan=TrialPlan.from_dict(trial["plan"]) if "plan" in trial else None,
-            deadline=trial.get("deadline"),
+            epoch=trial.epoch,
+            best=float(trial.best_val_acc),
+            best_epoch=int(trial.best_epoch),
+            plan=None if trial.plan is None else TrialPlan.from_dict(trial.plan),
+            deadline=trial.deadline,
         )
         tensors = load_file(str(d / STATE_FILE)) if (d / STATE_FILE).is_file() else {}
         if recipe is not None:
             if state.plan is not None:
                 recipe.replan(state.plan, 0)
-            if "optimizer" in trial:
-                opt_state: dict[str, Any] = {"state": {}, "param_groups": trial["optimizer"]["param_groups"]}
+            if trial.optimizer is not None:
+                opt_state: dict[str, Any] = {"state": {}, "param_groups": trial.optimizer["param_groups"]}
                 for key, value in tensors.items():
                     if key.startswith("opt."):
                         _, idx, name = key.split(".", 2)
                         opt_state["state"].setdefault(int(idx), {})[name] = value.to(device)
-                for idx, scalars in trial["optimizer"]["scalars"].items():
+                for idx, scalars in trial.optimizer["scalars"].items():
                     opt_state["state"].setdefault(int(idx), {}).update(scalars)
                 recipe.opt.load_state_dict(opt_state)
-            if "scheduler" in trial:
-                recipe.sched.load_state_dict(trial["scheduler"])
+            if trial.scheduler is not None:
+                recipe.sched.load_state_dict(trial.scheduler)
             elif recipe.batch_sched is not None:  # an older checkpoint: replay the per-batch schedule
                 for _ in range(state.epoch * recipe.steps_per_epoch):
                     recipe.sched.step()
@@ -498,8 +553,8 @@ class TrialCheckpoint:
         if gen is not None and "rng.generator" in rngs:
             gen.set_state(rngs["rng.generator"])
             torch.set_rng_state(rngs["rng.torch"])
-        if rng is not None and "numpy_rng" in trial:
-            rng.bit_generator.state = trial["numpy_rng"]
+        if rng is not None and trial.numpy_rng is not None:
+            rng.bit_generator.state = trial.numpy_rng
         return state
 
 

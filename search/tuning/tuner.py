@@ -338,12 +338,8 @@ def _record(result, experiment_path: str, local: Path, pruned: set[str], chance:
     best_epoch, val_acc, val_loss, saved_cfg = 0, -1.0, None, {}
     if ckpt is not None and (ckpt / TRIAL_FILE).is_file():
         saved = TrialCheckpoint(ckpt).read()
-        best_epoch, val_acc, saved_cfg = (
-            int(saved["best_epoch"]),
-            float(saved["best_val_acc"]),
-            saved["config"],
-        )
-        val_loss = saved["metrics"].get("val_loss")
+        best_epoch, val_acc, saved_cfg = int(saved.best_epoch), float(saved.best_val_acc), saved.config
+        val_loss = saved.val_loss
     trial_id = str(metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_"))
     epochs = int(metrics.get("epoch", 0))
     status = trial_state(
