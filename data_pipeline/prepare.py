@@ -185,8 +185,15 @@ def _original(cfg: PrepareConfig, root: Path) -> _Built:
     hit = cached(root, sha)
     if hit:
         return _Built(hit)
-    rows = _read_source(cfg, root)
-    _check_bad_fraction(rows, cfg)
+    made = [d for d in (root, *root.parents) if not d.exists()]  # what a refused prepare must not leave
+    try:
+        rows = _read_source(cfg, root)
+        _check_bad_fraction(rows, cfg)
+    except BaseException:
+        for d in made:  # deepest first; a folder something else wrote into stays
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
     s = cfg.source
     manifest = DataManifest(
         source=str(s.path.resolve()),

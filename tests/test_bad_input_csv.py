@@ -91,6 +91,7 @@ def test_over_the_limit_names_counts_per_kind_and_first_lines(clean, tmp_path, r
     assert "wrong delimiter 2 (line 37, line 39)" in msg
     assert "first: row 2: wrong field count: Expected 3 columns, got 2 [line 4: " in msg
     assert "\n" not in msg
+    assert not (tmp_path / "out").exists()  # a refused prepare leaves no folder behind
     # under the limit the same file prepares
     m = prepare_fer2013(src, tmp_path / "ok", max_bad_fraction=0.2).manifest
     assert (m.rows_in, m.rows_written, m.rows_quarantined) == (N + 7, N, 7)
