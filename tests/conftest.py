@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -12,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +128,21 @@ def driver_env() -> dict[str, str]:
     env.pop("RAY_ADDRESS", None)
     env.pop("RAY_TMPDIR", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def data_parallel_runs(tmp_path_factory) -> tuple[Path, dict]:
+    """The data-parallel scenarios of tests/data_parallel.py, run once in a driver subprocess with its own
+    Ray: (work directory, report). test_exact_resume.py and test_cluster_train.py read it."""
+    from cluster.local import run_reaped
+
+    work = tmp_path_factory.mktemp("data_parallel")
+    proc = run_reaped(
+        [sys.executable, "-m", "tests.data_parallel", str(work)],
+        cwd=ROOT, env=driver_env(), capture_output=True, text=True, timeout=500,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return work, json.loads((work / "report.json").read_text())
 
 
 @pytest.fixture

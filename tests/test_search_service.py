@@ -182,15 +182,19 @@ def test_sigkill_driver_then_resume_keeps_finished_trials_and_runs_the_rest(tmp_
 
 
 @pytest.mark.slow
-def test_the_data_variant_is_searched_and_each_trial_trains_on_its_own(tmp_path, ray_local, synth_csv):
+def test_the_data_variant_is_searched_and_a_storage_uri_holds_the_experiment(tmp_path, ray_local, synth_csv):
+    """Each trial trains on the variant it drew. ``storage_uri`` (here ``file://``; S3/GCS the same through
+    pyarrow) is where Tune persists; the search directory receives the experiment afterwards, so ensembles
+    and export work as usual. One search checks both (each is its own part of the config)."""
     space = SearchSpace(**{**TINY.__dict__, "variant": ("original", "balanced")})
     fixed = {"arch": "mini_xception", "mini_xception.width": 0.5, "lr": 2e-3, "dropout": 0.1}
     cfg = SearchConfig(
         name="variants", space=space, num_samples=2, max_epochs=1, grace_period=1, balanced_per_class=40,
         points_to_evaluate=({**fixed, "variant": "original"}, {**fixed, "variant": "balanced"}),
+        storage_uri=f"file://{tmp_path / 'bucket'}",
     )  # fmt: skip
     result = search(cfg, synth_csv, tmp_path / "s")
-    assert all(t.status == "done" for t in result.trials)
+    assert len(result.trials) == 2 and all(t.status == "done" for t in result.trials)
     balanced = json.loads((tmp_path / "s" / "variants" / "balanced" / "manifest.json").read_text())
     assert balanced["counts"]["Training"] == {c: 40 for c in balanced["classes"]}
     original = json.loads((tmp_path / "s" / "data" / "manifest.json").read_text())
@@ -201,17 +205,6 @@ def test_the_data_variant_is_searched_and_each_trial_trains_on_its_own(tmp_path,
         seen[row["config"]["variant"]] = row["train_images"]
     assert seen == {"original": sum(original["counts"]["Training"].values()), "balanced": 7 * 40}
 
-
-@pytest.mark.slow
-def test_a_storage_uri_holds_the_experiment_and_the_search_dir_gets_a_copy(tmp_path, ray_local, synth_csv):
-    """``storage_uri`` (here ``file://``; S3/GCS the same through pyarrow) is where Tune persists; the
-    search directory receives the experiment afterwards, so ensembles and export work as usual."""
-    cfg = SearchConfig(
-        name="uri", space=TINY, num_samples=2, max_epochs=1, grace_period=1,
-        storage_uri=f"file://{tmp_path / 'bucket'}",
-    )  # fmt: skip
-    result = search(cfg, synth_csv, tmp_path / "s")
-    assert len(result.trials) == 2 and all(t.status == "done" for t in result.trials)
     remote = tmp_path / "bucket" / "s" / "tune"
     trial_dirs = sorted(p.name for p in remote.glob("trial_*"))
     assert trial_dirs == sorted(f"trial_{t.trial_id}" for t in result.trials)

@@ -107,7 +107,7 @@ def test_pruned_and_cut_trials_everywhere(tmp_path, synth_data, capsys):
     out = tmp_path / "cut"
     cfg = SearchConfig(
         name="cut", space=TINY, max_epochs=200, grace_period=200, max_concurrent_trials=1, seed=3,
-        num_samples=2, time_budget_s=25, points_to_evaluate=({"lr": 3e-3},),
+        num_samples=2, time_budget_s=15, points_to_evaluate=({"lr": 3e-3},),
     )  # fmt: skip
     trials = run_search(cfg, data, out)
     write_trials_table(trials, out / "trials.csv")
