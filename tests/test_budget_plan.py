@@ -120,40 +120,6 @@ def test_a_planned_run_ends_within_its_budget_with_snapshot_candidates(tmp_path,
     assert summary["candidates"] == len(names)
 
 
-@pytest.mark.slow
-def test_a_trial_stopped_at_a_rung_has_annealed(tmp_path, ray_local, synth_csv):
-    """Two rounds: ASHA compares trials at the end of their first cosine cycle; the ones it stops there
-    end with the learning rate at zero, the survivors restart and anneal again at their last epoch."""
-    from search.trial import SearchPlan
-    from search.tuning import load_trial_data, prepare_variants, run_search
-
-    out = tmp_path / "s"
-    data = load_trial_data(prepare_variants(synth_csv, out, ("original",)))
-    plan = SearchPlan(
-        budget_s=600, search_s=600, reserve_s=0, slots=1, rounds=3, trials=3, trial_budget_s=600,
-        images_per_s=1.0, est_epoch_s=1.0, est_epochs_per_trial=4, cycles=2,
-        search_deadline=time.time() + 600,
-    )  # fmt: skip
-    cfg = SearchConfig(
-        name="rungs", space=SearchSpace(**{**TINY.__dict__, "lr": (3e-3, 1e-6), "schedule": ("cosine",)}),
-        max_epochs=4,
-        reduction_factor=2, max_concurrent_trials=1, seed=3,
-        points_to_evaluate=({"lr": 3e-3}, {"lr": 1e-6}, {"lr": 1e-6}),
-    )  # fmt: skip
-    trials = run_search(cfg, data, out, plan=plan)
-    stopped = []
-    for t in trials:
-        lines = (out / "tune" / f"trial_{t.trial_id}" / "result.json").read_text().splitlines()
-        reports = [json.loads(x) for x in lines if x.strip()]
-        last = reports[-1]
-        assert last["planned_epochs"] == 4
-        assert last["lr_last_step"] < 0.01 * float(t.hparams["lr"]), last  # annealed where it ended
-        if last["epoch"] < last["planned_epochs"]:
-            assert last["epoch"] == 2  # the first rung: half of the plan
-            stopped.append(t.trial_id)
-    assert stopped, "ASHA should stop a 1e-6 trial at the first rung"
-
-
 def test_exact_resume_gives_bit_identical_weights(tmp_path):
     """A trial stopped after epoch 2 and resumed from its checkpoint in a fresh TrialCheckpoint restore
     trains on to the same weights, bit for bit, as the same trial run without a stop."""

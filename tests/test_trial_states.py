@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import time
 
 import optuna
 import pytest
@@ -74,19 +76,34 @@ def _states(out) -> dict[str, str]:
 @pytest.mark.slow
 def test_pruned_and_cut_trials_everywhere(tmp_path, synth_data, capsys):
     from search.cli import main
+    from search.trial import SearchPlan
     from search.tuning import run_search, write_trials_table
 
     _, data = synth_data
-    # ASHA compares at epoch 1: the two 1e-6 trials are stopped there
+    # A budget plan of two cosine cycles: ASHA compares trials at the end of the first (epoch 2 of 4) and
+    # stops 1e-6 trials there, annealed (lr at zero); the survivors restart and anneal at their last epoch.
     out = tmp_path / "pruned"
-    cfg = SearchConfig(
-        name="pruned", space=TINY, max_epochs=3, grace_period=1, reduction_factor=2, max_concurrent_trials=1,
-        seed=3, num_samples=3, points_to_evaluate=({"lr": 3e-3}, {"lr": 1e-6}, {"lr": 1e-6}),
+    plan = SearchPlan(
+        budget_s=600, search_s=600, reserve_s=0, slots=1, rounds=3, trials=3, trial_budget_s=600,
+        images_per_s=1.0, est_epoch_s=1.0, est_epochs_per_trial=4, cycles=2,
+        search_deadline=time.time() + 600,
     )  # fmt: skip
-    trials = run_search(cfg, data, out)
+    cfg = SearchConfig(
+        name="pruned", space=SearchSpace(**{**TINY.__dict__, "lr": (3e-3, 1e-6), "schedule": ("cosine",)}),
+        max_epochs=4, reduction_factor=2, max_concurrent_trials=1, seed=3,
+        points_to_evaluate=({"lr": 3e-3}, {"lr": 1e-6}, {"lr": 1e-6}),
+    )  # fmt: skip
+    trials = run_search(cfg, data, out, plan=plan)
     write_trials_table(trials, out / "trials.csv")
     states = _states(out)
     assert sorted(states.values()).count(PRUNED) >= 1, states
+    for t in trials:
+        lines = (out / "tune" / f"trial_{t.trial_id}" / "result.json").read_text().splitlines()
+        last = [json.loads(x) for x in lines if x.strip()][-1]
+        assert last["planned_epochs"] == 4
+        assert last["lr_last_step"] < 0.01 * float(t.hparams["lr"]), last  # annealed where it ended
+        if states[t.trial_id] == PRUNED:
+            assert last["epoch"] == 2  # the first rung: the end of the first cycle
     assert all(s in (DONE, PRUNED, DID_NOT_LEARN) for s in states.values()), states
     progress = capsys.readouterr().out  # the live lines name each ended trial's state as trials.csv does
     for trial_id, state in states.items():
