@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from search.serving import ExportManifest, Predictor, load_member
-from search.trial import FLIP_ONLY, TTA_ZOOMS, build_model, predict_proba, to_tensor, tta_views, zooms_of
+from search.trial import FLIP_ONLY, TTA_ZOOMS, build_model, predict_proba, to_tensor, tta_views
 from tests.conftest import untrained_export
 
 
@@ -69,7 +69,8 @@ def test_an_export_written_before_zooms_mirrors_only(tmp_path):
     del raw["tta_zooms"]
     (export / "manifest.json").write_text(json.dumps(raw, indent=2) + "\n")
     assert ExportManifest.read(export).zooms == FLIP_ONLY
-    assert zooms_of(None) == FLIP_ONLY and zooms_of([1, 0.9]) == (1.0, 0.9)
     x = np.random.default_rng(3).integers(0, 256, (4, 48, 48)).astype(np.uint8)
     served = Predictor.from_dir(export, backend="torch").predict_proba(x)
     np.testing.assert_allclose(served, predict_proba(model, x, tta=FLIP_ONLY), atol=1e-5)
+    (export / "manifest.json").write_text(json.dumps({**raw, "tta_zooms": [1, 0.9]}, indent=2) + "\n")
+    assert ExportManifest.read(export).zooms == (1.0, 0.9)  # recorded zooms are read as floats

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from data_pipeline import DataManifest
 from models import create_model
 from search.ensemble import Candidate, WeightedEnsemble
-from search.trial import NORM_MEAN, NORM_STD, TTA_ZOOMS, WEIGHTS_FILE, predict_proba, tta_proba, zooms_of
+from search.trial import FLIP_ONLY, NORM_MEAN, NORM_STD, TTA_ZOOMS, WEIGHTS_FILE, predict_proba, tta_proba
 
 FORMAT = "fersearch-ensemble/1"
 MANIFEST_FILE = "manifest.json"
@@ -145,8 +145,9 @@ class ExportManifest:
 
     @property
     def zooms(self) -> tuple[float, ...]:
-        """The zooms the graph's TTA averages over (when ``tta_flip``)."""
-        return zooms_of(self.tta_zooms)
+        """The zooms the graph's TTA averages over (when ``tta_flip``); an export written before zooms were
+        recorded mirrors only. :meth:`read` has checked ``tta_zooms`` already."""
+        return self.tta_zooms or FLIP_ONLY
 
     def write(self, root: str | Path) -> Path:
         """Write ``manifest.json``; :func:`export_ensemble` does it last, once the files it hashes exist."""

@@ -40,7 +40,7 @@ from search.trial.trainable import (
     train_fer,
     train_one_epoch,
 )
-from search.trial.tta import FLIP_ONLY, TTA_ZOOMS, tta_label, tta_proba, tta_views, zooms_of
+from search.trial.tta import FLIP_ONLY, TTA_ZOOMS, tta_label, tta_proba, tta_views
 
 __all__ = [
     "FLIP_ONLY",
@@ -48,7 +48,6 @@ __all__ = [
     "tta_label",
     "tta_proba",
     "tta_views",
-    "zooms_of",
     "CONFUSION_FILE",
     "CosineCycles",
     "FINISHED",

@@ -64,9 +64,3 @@ def tta_label(zooms: Sequence[float] = TTA_ZOOMS) -> str:
     others = [f"{z:g}" for z in zooms if z != 1.0]
     return f"TTA (mirror, zoom {'/'.join(others)})" if others else "TTA (mirror)"
 
-
-def zooms_of(recorded: object) -> tuple[float, ...]:
-    """The zooms an export recorded (``tta_zooms``), or the mirror alone for an export that predates them."""
-    if isinstance(recorded, list | tuple) and recorded and all(isinstance(z, int | float) for z in recorded):
-        return tuple(float(z) for z in recorded)
-    return FLIP_ONLY
