@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from data_pipeline import DataManifest
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
+from search.trial import augment as augment_batch
 from search.trial import build_model, predict_proba, to_tensor
 
 
@@ -48,9 +49,16 @@ def train_loop(
     lr: float = 2e-3,
     seed: int = 0,
     best_epoch: bool = False,
+    augment: str = "shift",
+    smoothing: float = 0.0,
+    precision: str = "fp32",
+    batch_size: int = 64,
 ) -> tuple[torch.nn.Module, dict]:
     """The plain loop: train for ``minutes`` of wall time (cosine on elapsed time); returns the model and
-    what it did (epochs, wall seconds, the PublicTest accuracy it was chosen at)."""
+    what it did (epochs, wall seconds, the PublicTest accuracy it was chosen at). The defaults are the
+    user's script; ``augment`` (``shift``: flip + 4-px shift, or a number: the trials' affine augmentation
+    at that strength), ``smoothing``, ``precision`` and ``batch_size`` let the recipe race
+    (``benchmarks/recipe_race.py``) vary one thing at a time on the same loop."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -64,15 +72,19 @@ def train_loop(
     while not done:
         model.train()
         order = rng.permutation(len(x))
-        for i in range(0, len(order), 64):
+        for i in range(0, len(order), batch_size):
             elapsed = time.time() - start
             if elapsed >= budget:
                 done = True
                 break
             for g in opt.param_groups:
                 g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
-            idx = np.sort(order[i : i + 64])
-            loss = F.cross_entropy(model(shift_flip(to_tensor(x[idx]), gen)), torch.from_numpy(y[idx]).long())
+            idx = np.sort(order[i : i + batch_size])
+            xb = to_tensor(x[idx])
+            xb = shift_flip(xb, gen) if augment == "shift" else augment_batch(xb, gen, float(augment))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), torch.from_numpy(y[idx]).long(), label_smoothing=smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -101,6 +113,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--best-epoch", action="store_true", help="keep the best PublicTest epoch's weights")
+    ap.add_argument("--augment", default="shift", help="shift (flip + 4-px shift) or the trials' strength")
+    ap.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--save", help="write PublicTest/PrivateTest probabilities (plain, mirrored) + JSON")
     ap.add_argument("--run", help="a fersearch run directory to compare against (reads its summary.json)")
     args = ap.parse_args()
@@ -116,7 +132,8 @@ def main() -> None:
     vx, vy = load_split(root, "PublicTest")
     tx, _ = load_split(root, "PrivateTest", with_labels=False)
     model, info = train_loop(
-        x, y, (vx, vy), minutes=args.minutes, lr=args.lr, seed=args.seed, best_epoch=args.best_epoch
+        x, y, (vx, vy), minutes=args.minutes, lr=args.lr, seed=args.seed, best_epoch=args.best_epoch,
+        augment=args.augment, smoothing=args.smoothing, precision=args.precision, batch_size=args.batch_size,
     )
     probs = {
         "PublicTest": predict_proba(model, vx),
@@ -124,6 +141,8 @@ def main() -> None:
         "PrivateTest": predict_proba(model, tx),
         "PrivateTest_flip": predict_proba(model, np.ascontiguousarray(tx[:, :, ::-1])),
     }
+    info.update(augment=args.augment, smoothing=args.smoothing, precision=args.precision,
+                batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed)  # fmt: skip
     _, ty = load_split(root, "PrivateTest")  # labels only now, for the final figure
     info["private_acc"] = float(np.mean(probs["PrivateTest"].argmax(1) == ty))
     if args.save:
