@@ -9,7 +9,11 @@ Per budget M (minutes), one after the other on the same machine:
 3. **fersearch** — ``fersearch run --budget-min M``: data preparation, search, selection and export all
    inside M (its wall time is the subprocess's, interpreter start included).
 
-Prints the three PrivateTest accuracies with bootstrap 95% intervals, the difference in points, and what
+and, in its own leg, **first_trial** — ``fersearch run --budget-min M --cpus-per-trial 2``: the portfolio's
+first recipe as one trial on every thread, scored by its best snapshot alone (no TTA, no ensemble): recipe
+parity with the plain loop, measured. ``--legs`` picks legs (default all, in this order).
+
+Prints the PrivateTest accuracies with bootstrap 95% intervals, the difference in points, and what
 each used; writes the records to ``benchmarks/results/budget_race.json`` (one per budget, replaced by a
 new run at the same budget). PrivateTest labels are read only for the final table.
 
@@ -25,14 +29,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.machine import load, machine_info
 from data_pipeline import DataManifest
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
 from search.ensemble import bootstrap_ci
+from search.spec import width_value
 
 RESULTS = Path(__file__).parent / "results" / "budget_race.json"
 
@@ -57,98 +64,203 @@ def _score(probs: np.ndarray, labels: np.ndarray) -> tuple[float, tuple[float, f
     return float(correct.mean()), bootstrap_ci(correct)
 
 
-def race(data: Path, minutes: float, work: Path) -> dict:
+LEGS = ("baseline", "pair_tta", "first_trial", "fersearch")
+
+
+def _fersearch(data: Path, minutes: float, work: Path, name: str, extra: list[str]) -> dict:
+    """``fersearch run --budget-min M`` (``extra``: flags of the leg) in a subprocess, its wall time the
+    subprocess's; what the planner chose (plan.json) and the run's summary."""
+    run_dir = work / name
+    t = time.time()
+    with open(work / f"{name}.log", "w") as log:
+        subprocess.run(
+            [sys.executable, "-m", "search.cli", "run", "--data", str(data), "--budget-min", str(minutes),
+             "--out", str(run_dir), *extra],
+            check=True, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    wall = time.time() - t
+    summary = json.loads((run_dir / "summary.json").read_text())
+    plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
+    return {"wall_s": round(wall, 1), "summary": summary, "run_dir": str(run_dir),
+            "planner": {k: plan.get(k) for k in ("precision", "threads_per_trial", "slots", "trials",
+                                                  "est_epochs_per_trial", "images_per_s")}}  # fmt: skip
+
+
+def _row(summary: dict, strategy: str, tta: bool) -> dict:
+    return next(r for r in summary["comparison"] if (r["strategy"], r["tta"]) == (strategy, tta))
+
+
+def race(data: Path, minutes: float, work: Path, legs=LEGS, save=None, kept: dict | None = None) -> dict:
+    """The legs in order on this machine; after each, ``save(record)`` is called with what is known so far
+    (PublicTest figures, wall, load): a leg's result is kept even if a later one fails. ``kept``: an earlier
+    record of this budget on this CPU whose other legs stay (``--keep``). PrivateTest labels are read once,
+    after every leg, for the final table (:func:`final_table`)."""
     root = work / "data"
     if DataManifest.try_read(root) is None:
         prepare_fer2013(data, root)
     _, val_y = load_split(root, "PublicTest")
+    machine = machine_info()
+    rec: dict = {"minutes": minutes, **machine, "legs": list(legs), "started": time.strftime("%F %T")}
+    if kept and kept.get("cpu") == machine["cpu"]:
+        old = [leg for leg in LEGS if leg in kept and leg not in legs]
+        rec.update({leg: kept[leg] for leg in old}, legs=[*old, *legs], kept_from=kept.get("commit"))
+        if "width_value" in kept and "pair_tta" in old:
+            rec["width_value"] = kept["width_value"]
+    save = save or (lambda r: None)
 
-    print(f"[{minutes:g} min] baseline: one loop on all threads", flush=True)
-    t = time.time()
-    proc, out = _baseline(root, minutes, work, "baseline", os.cpu_count() or 2, 0, best=False)
-    proc.wait()
-    base_info, base_probs = _loaded(out)
-    base_wall = time.time() - t
+    if "baseline" in legs:
+        print(f"[{minutes:g} min] baseline: one loop on all threads", flush=True)
+        before, t = load(), time.time()
+        proc, out = _baseline(root, minutes, work, "baseline", os.cpu_count() or 2, 0, best=False)
+        proc.wait()
+        info, _ = _loaded(out)
+        rec["baseline"] = {"public_acc": info["public_acc"], "wall_s": round(time.time() - t, 1),
+                           "epochs": info["epochs"], "load_before": before, "out": str(out),
+                           "commit": machine["commit"]}  # fmt: skip
+        save(rec)
 
-    print(f"[{minutes:g} min] pair: two loops side by side, one thread each", flush=True)
-    t = time.time()
-    procs = [_baseline(root, minutes, work, f"pair_{i}", 1, i, best=True) for i in range(2)]
-    for p, _ in procs:
-        p.wait()
-    pair = [_loaded(out) for _, out in procs]
-    pair_wall = time.time() - t
-    pair_val = sum(p["PublicTest"] + p["PublicTest_flip"] for _, p in pair) / 4
-    pair_test = sum(p["PrivateTest"] + p["PrivateTest_flip"] for _, p in pair) / 4
+    if "pair_tta" in legs:
+        print(f"[{minutes:g} min] pair: two loops side by side, one thread each", flush=True)
+        before, t = load(), time.time()
+        procs = [_baseline(root, minutes, work, f"pair_{i}", 1, i, best=True) for i in range(2)]
+        for p, _ in procs:
+            p.wait()
+        pair = [_loaded(out) for _, out in procs]
+        tta = sum(p["PublicTest"] + p["PublicTest_flip"] for _, p in pair) / 4
+        plain = sum(p["PublicTest"] for _, p in pair) / 2
+        rec["pair_tta"] = {
+            "public_acc": float(np.mean(tta.argmax(1) == val_y)),
+            "plain_public_acc": float(np.mean(plain.argmax(1) == val_y)),
+            "alone_public_acc": [info["public_acc"] for info, _ in pair],
+            "wall_s": round(time.time() - t, 1), "epochs": [info["epochs"] for info, _ in pair],
+            "chosen_epochs": [info["chosen_epochs"] for info, _ in pair], "load_before": before,
+            "outs": [str(out) for _, out in procs], "commit": machine["commit"],
+        }  # fmt: skip
+        if "baseline" in rec:  # what a second net is worth at the pair's pace, PublicTest only
+            b, pr = rec["baseline"], rec["pair_tta"]
+            rec["width_value"] = asdict(width_value(
+                loop_epochs=b["epochs"], loop_acc=b["public_acc"], pair_epochs=float(np.mean(pr["epochs"])),
+                pair_alone_acc=float(np.mean(pr["alone_public_acc"])), pair_acc=pr["plain_public_acc"],
+                source=f"budget race {minutes:g} min at {rec['commit']}",
+            ))  # fmt: skip
+            rec["width_value"]["pace_share"] = round(float(np.mean(pr["epochs"])) / b["epochs"], 3)
+        save(rec)
 
-    print(f"[{minutes:g} min] fersearch run --budget-min {minutes:g}", flush=True)
-    run_dir = work / "fersearch"
-    t = time.time()
-    subprocess.run(
-        [sys.executable, "-m", "search.cli", "run", "--data", str(data), "--budget-min", str(minutes),
-         "--out", str(run_dir)],
-        check=True, stdout=open(work / "fersearch.log", "w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    fs_wall = time.time() - t
-    summary = json.loads((run_dir / "summary.json").read_text())
+    for leg, extra in (("first_trial", ["--cpus-per-trial", "2"]), ("fersearch", [])):
+        if leg not in legs:
+            continue
+        print(
+            f"[{minutes:g} min] {leg}: fersearch run --budget-min {minutes:g} {' '.join(extra)}", flush=True
+        )
+        before = load()
+        got = _fersearch(data, minutes, work, leg, extra)
+        s = got.pop("summary")
+        if leg == "first_trial":  # one trial, its best snapshot alone: no TTA, no ensemble
+            row = _row(s, "best single", False)
+        else:
+            row = _row(s, s["ensemble"]["strategy"], s["ensemble"]["tta"])
+        rec[leg] = {
+            **got,
+            "public_acc": row["public_acc"],
+            "load_before": before,
+            "trials": len(s["trials"]),
+            "epochs": [t.get("epochs") for t in s["trials"]],
+            "params": [
+                {k: t.get(k) for k in ("lr", "augment", "augment_kind", "label_smoothing", "batch_size")}
+                for t in s["trials"]
+            ],
+            "candidates": s.get("candidates", len(row["members"])),
+            "members": row["members"],
+            "strategy": row["strategy"],
+            "tta": row["tta"],
+            "row": [row["strategy"], row["tta"]],
+        }
+        if leg == "fersearch":  # where the points went: the run's own rows, PublicTest
+            rec[leg]["rows"] = {f"{r['strategy']}{' + TTA' if r['tta'] else ''}": r["public_acc"]
+                                for r in s["comparison"]}  # fmt: skip
+        save(rec)
 
-    # PrivateTest labels: read here, after every choice above was made on PublicTest.
+    final_table(rec, root, val_y)
+    save(rec)
+    return rec
+
+
+def final_table(rec: dict, root: Path, val_y: np.ndarray) -> None:
+    """PrivateTest accuracy and bootstrap interval of every leg: the one place the race reads its labels,
+    after every choice was made on PublicTest."""
     _, test_y = load_split(root, "PrivateTest")
-    base_acc, base_ci = _score(base_probs["PrivateTest"], test_y)
-    pair_acc, pair_ci = _score(pair_test, test_y)
-    chosen = next(
-        r for r in summary["comparison"]
-        if (r["strategy"], r["tta"]) == (summary["ensemble"]["strategy"], summary["ensemble"]["tta"])
-    )  # fmt: skip
-    trials = summary["trials"]
-    return {
-        "minutes": minutes,
-        "cores": os.cpu_count(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=Path(__file__).parent).stdout.strip(),  # fmt: skip
-        "load_before": os.getloadavg()[0],
-        "baseline": {"private_acc": base_acc, "ci95": base_ci, "public_acc": base_info["public_acc"],
-                     "wall_s": round(base_wall, 1), "epochs": base_info["epochs"]},  # fmt: skip
-        "pair_tta": {"private_acc": pair_acc, "ci95": pair_ci,
-                     "public_acc": float(np.mean(pair_val.argmax(1) == val_y)), "wall_s": round(pair_wall, 1),
-                     "epochs": [info["epochs"] for info, _ in pair],
-                     "chosen_epochs": [info["chosen_epochs"] for info, _ in pair],
-                     "alone_private_acc": [_score(p["PrivateTest"], test_y)[0] for _, p in pair],
-                     },  # fmt: skip
-        "fersearch": {"private_acc": chosen["private_acc"], "ci95": list(chosen["ci95"]),
-                      "public_acc": chosen["public_acc"], "wall_s": round(fs_wall, 1),
-                      "trials": len(trials), "epochs": [t.get("epochs") for t in trials],
-                      "candidates": summary.get("candidates", len(chosen["members"])),
-                      "members": chosen["members"], "strategy": chosen["strategy"], "tta": chosen["tta"],
-                      "run_dir": str(run_dir)},  # fmt: skip
-    }
+    if "baseline" in rec:
+        _, probs = _loaded(Path(rec["baseline"]["out"]))
+        acc, ci = _score(probs["PrivateTest"], test_y)
+        rec["baseline"].update(private_acc=acc, ci95=ci)
+    if "pair_tta" in rec:
+        pair = [_loaded(Path(o)) for o in rec["pair_tta"]["outs"]]
+        probs = sum(p["PrivateTest"] + p["PrivateTest_flip"] for _, p in pair) / 4
+        acc, ci = _score(probs, test_y)
+        rec["pair_tta"].update(
+            private_acc=acc, ci95=ci, alone_private_acc=[_score(p["PrivateTest"], test_y)[0] for _, p in pair]
+        )
+    for leg in ("first_trial", "fersearch"):
+        if leg in rec:
+            summary = json.loads((Path(rec[leg]["run_dir"]) / "summary.json").read_text())
+            row = _row(summary, *rec[leg]["row"])
+            rec[leg].update(private_acc=row["private_acc"], ci95=list(row["ci95"]))
+    rec["complete"] = True
 
 
 def format_record(r: dict) -> str:
     m = r["minutes"]
     lines = [
-        f"budget {m:g} min on {r['cores']} cores (commit {r['commit']}, load before {r['load_before']:.2f})"
+        f"budget {m:g} min on {r['cpu']} ({r['cores']} cores, AVX-512 BF16 "
+        f"{'yes' if r['avx512_bf16'] else 'no'}, "
+        f"commit {r['commit']})"
     ]
-    lines.append(f"  {'':<10} {'PrivateTest':>11} {'95% CI':>15} {'PublicTest':>10} {'wall':>8}  used")
-    fs = r["fersearch"]
-    for key, used in (
-        ("baseline", f"{r['baseline']['epochs']} epochs"),
-        ("pair_tta", f"epochs {r['pair_tta']['epochs']} (chosen {r['pair_tta']['chosen_epochs']}), alone "
-                     + ", ".join(f"{a:.4f}" for a in r["pair_tta"]["alone_private_acc"])),
-        ("fersearch", f"{fs['trials']} trials, epochs {fs['epochs']}, {fs['candidates']} candidates, "
-                      f"exported {fs['strategy']}{' + TTA' if fs['tta'] else ''} of {len(fs['members'])}"),
-    ):  # fmt: skip
-        e = r[key]
-        lines.append(
-            f"  {key:<10} {e['private_acc']:>11.4f} {e['ci95'][0]:>7.4f}-{e['ci95'][1]:.4f} "
-            f"{e['public_acc']:>10.4f} {e['wall_s'] / 60:>6.2f}m  {used}"
-        )
-    best_hand = max(r["baseline"]["private_acc"], r["pair_tta"]["private_acc"])
-    diff = 100 * (r["fersearch"]["private_acc"] - best_hand)
-    within = abs(r["fersearch"]["wall_s"] - 60 * m) / (60 * m)
     lines.append(
-        f"  fersearch − best hand-written: {diff:+.2f} points; fersearch wall {fs['wall_s'] / 60:.2f} min "
-        f"({100 * within:.1f}% off the budget)"
+        f"  {'':<11} {'PrivateTest':>11} {'95% CI':>15} {'PublicTest':>10} {'wall':>8} {'load':>5}  used"
     )
+    used = {}
+    if "baseline" in r:
+        used["baseline"] = f"{r['baseline']['epochs']} epochs"
+    if "pair_tta" in r:
+        pr = r["pair_tta"]
+        alone = ", ".join(f"{a:.4f}" for a in pr.get("alone_private_acc", pr["alone_public_acc"]))
+        used["pair_tta"] = f"epochs {pr['epochs']} (chosen {pr['chosen_epochs']}), alone {alone}"
+    for leg in ("first_trial", "fersearch"):
+        if leg in r:
+            e, pl = r[leg], r[leg]["planner"]
+            used[leg] = (
+                f"{e['trials']} trial(s), epochs {e['epochs']}, {pl['precision']} on "
+                f"{pl['threads_per_trial']:g} thread(s), {e['candidates']} candidates, {e['strategy']}"
+                f"{' + TTA' if e['tta'] else ''} of {len(e['members'])}"
+            )
+    for key, text in used.items():
+        e = r[key]
+        private = f"{'—':>11} {'':>15}"
+        if "private_acc" in e:
+            private = f"{e['private_acc']:>11.4f} {e['ci95'][0]:>7.4f}-{e['ci95'][1]:.4f}"
+        lines.append(
+            f"  {key:<11} {private} {e['public_acc']:>10.4f} {e['wall_s'] / 60:>6.2f}m "
+            f"{e['load_before']:>5.2f}  {text}"
+        )
+    if not r.get("complete"):
+        return "\n".join(lines)
+    hand = [r[k]["private_acc"] for k in ("baseline", "pair_tta") if k in r]
+    if "fersearch" in r and hand:
+        diff = 100 * (r["fersearch"]["private_acc"] - max(hand))
+        within = abs(r["fersearch"]["wall_s"] - 60 * m) / (60 * m)
+        lines.append(
+            f"  fersearch − best hand-written: {diff:+.2f} points; fersearch wall "
+            f"{r['fersearch']['wall_s'] / 60:.2f} min ({100 * within:.1f}% off the budget)"
+        )
+    if "first_trial" in r and "baseline" in r:
+        diff = 100 * (r["first_trial"]["private_acc"] - r["baseline"]["private_acc"])
+        lines.append(f"  first trial alone − plain loop: {diff:+.2f} points (recipe parity)")
+    if "width_value" in r:
+        w = r["width_value"]
+        lines.append(
+            f"  width (PublicTest): the pair's pace {w['pace_share']:.2f} of the loop's; a second net worth "
+            f"{w['second_net_gain']:+.2f} points, fewer epochs cost {w['epoch_cost']:.0f}/E points"
+        )
     return "\n".join(lines)
 
 
@@ -156,18 +268,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="FER2013 Kaggle CSV (.csv or .csv.gz)")
     ap.add_argument("--minutes", type=float, nargs="+", default=[20.0])
+    ap.add_argument(
+        "--legs", default=",".join(LEGS), help=f"comma-separated, in this order: {','.join(LEGS)}"
+    )
     ap.add_argument("--work", help="working folder (default: a temporary one)")
     ap.add_argument("--results", default=str(RESULTS), help="JSON records, replaced per budget")
+    ap.add_argument(
+        "--keep", action="store_true",
+        help="keep the legs this budget's record already has (same CPU, same --work) and run only --legs",
+    )  # fmt: skip
     args = ap.parse_args()
+    legs = tuple(leg for leg in LEGS if leg in args.legs.split(","))
+    unknown = set(args.legs.split(",")) - set(LEGS)
+    if unknown or not legs:
+        raise SystemExit(
+            f"budget_race: --legs: unknown leg(s) {', '.join(sorted(unknown))}; from {', '.join(LEGS)}"
+        )
     work = Path(args.work or tempfile.mkdtemp(prefix="budget_race-"))
     path = Path(args.results)
-    records = json.loads(path.read_text()) if path.is_file() else []
     for minutes in args.minutes:
-        rec = race(Path(args.data).resolve(), minutes, work / f"{minutes:g}min")
+
+        def save(rec: dict, minutes: float = minutes) -> None:
+            records = json.loads(path.read_text()) if path.is_file() else []
+            records = [r for r in records if r["minutes"] != minutes] + [rec]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(sorted(records, key=lambda r: r["minutes"]), indent=2) + "\n")
+
+        records = json.loads(path.read_text()) if path.is_file() else []
+        kept = next((r for r in records if r["minutes"] == minutes), None) if args.keep else None
+        rec = race(Path(args.data).resolve(), minutes, work / f"{minutes:g}min", legs, save, kept)
         print(format_record(rec), flush=True)
-        records = [r for r in records if r["minutes"] != minutes] + [rec]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(sorted(records, key=lambda r: r["minutes"]), indent=2) + "\n")
     print(f"records: {path}")
 
 

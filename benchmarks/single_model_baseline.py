@@ -28,16 +28,7 @@ from data_pipeline import DataManifest
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
 from search.trial import augment as augment_batch
-from search.trial import build_model, predict_proba, to_tensor
-
-
-def shift_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    n, _, h, w = x.shape
-    flip = torch.rand(n, generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
-    return padded[:, :, dy : dy + h, dx : dx + w].contiguous(memory_format=torch.channels_last)
+from search.trial import build_model, predict_proba, shift_flip, to_tensor
 
 
 def train_loop(
@@ -132,8 +123,17 @@ def main() -> None:
     vx, vy = load_split(root, "PublicTest")
     tx, _ = load_split(root, "PrivateTest", with_labels=False)
     model, info = train_loop(
-        x, y, (vx, vy), minutes=args.minutes, lr=args.lr, seed=args.seed, best_epoch=args.best_epoch,
-        augment=args.augment, smoothing=args.smoothing, precision=args.precision, batch_size=args.batch_size,
+        x,
+        y,
+        (vx, vy),
+        minutes=args.minutes,
+        lr=args.lr,
+        seed=args.seed,
+        best_epoch=args.best_epoch,
+        augment=args.augment,
+        smoothing=args.smoothing,
+        precision=args.precision,
+        batch_size=args.batch_size,
     )
     probs = {
         "PublicTest": predict_proba(model, vx),

@@ -84,6 +84,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _portfolio_build(args: argparse.Namespace) -> int:
+    from search.spec import PORTFOLIO_FILE, Portfolio, build_portfolio
+
+    out = Path(args.out) if args.out else PORTFOLIO_FILE
+    base = Portfolio.read(out) if out.is_file() else Portfolio.read()
+    portfolio = build_portfolio(args.sources, base=base)
+    portfolio.write(out)
+    print(
+        f"portfolio: {len(portfolio.recipes)} recipes from {len(args.sources)} source(s); second net worth "
+        f"{portfolio.width.second_net_gain:+.2f} points, fewer epochs cost "
+        f"{portfolio.width.epoch_cost:.0f}/E → {out}"
+    )
+    return 0
+
+
 def _search(args: argparse.Namespace) -> int:
     from search.spec import check_data, load_spec
     from search.tuning import resume, route_logs, search
@@ -300,6 +315,9 @@ EXAMPLES = {
   fersearch export runs/s1 --merge-bases 0 --bags 5 --wandb offline""",
     "trials": """examples:
   fersearch trials runs/s1 --sort epochs""",
+    "portfolio": """examples:
+  fersearch portfolio build runs/run-1 runs/run-2 benchmarks/results/recipe_race.json \\
+      benchmarks/results/budget_race.json""",
     "predict": """examples:
   fersearch predict runs/s1/export photo.jpg faces/ clip.mp4 --out results.csv --format csv""",
 }
@@ -364,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--sort", default="val_acc", help="column to sort by (numbers: descending)")
     tr.set_defaults(func=_trials)
 
+    pf = sub.add_parser("portfolio", help="the recipes a budgeted search tries first, learned from runs")
+    pf_sub = pf.add_subparsers(dest="portfolio_verb", required=True, parser_class=_Parser)
+    pb = pf_sub.add_parser(
+        "build",
+        help="rank recorded recipes by PublicTest at their epoch budgets",
+        epilog=EXAMPLES["portfolio"],
+    )
+    pb.add_argument("sources", nargs="+", help="fersearch run/search directories and race-record JSON files")
+    pb.add_argument("--out", help="portfolio file to write (default: the one fersearch ships)")
+    pb.set_defaults(func=_portfolio_build)
+
     register_data_commands(sub)
     # verbs of the packages above this one (``fersearch submit`` from cluster/) plug in by entry point, so
     # the search never imports them
@@ -416,12 +445,20 @@ def main(argv: list[str] | None = None) -> int:
         set_mode("verbose" if args.verbose else "quiet" if args.quiet else "normal")
     from data_pipeline.fer2013 import DataError
     from search.serving import ExportError, InputError
-    from search.spec import PreflightError, SpecError
+    from search.spec import PortfolioError, PreflightError, SpecError
     from search.tuning import SearchFailed
 
     try:
         return args.func(args)
-    except (DataError, ExportError, InputError, PreflightError, SpecError, FileNotFoundError) as e:
+    except (
+        DataError,
+        ExportError,
+        InputError,
+        PortfolioError,
+        PreflightError,
+        SpecError,
+        FileNotFoundError,
+    ) as e:
         print(f"fersearch: error: {e}", file=sys.stderr)
         return 2
     except SearchFailed as e:

@@ -169,12 +169,22 @@ def test_pace_is_measured_through_the_training_step_at_each_precision():
         assert 0 < rate < 1e6, (precision, rate)
 
 
-def test_trials_run_side_by_side_only_where_that_trains_each_nearly_as_fast():
-    from search.tuning.service import NARROW_MIN_SHARE, threads_per_trial
+def test_trials_run_side_by_side_where_the_second_net_is_worth_the_epochs_it_costs():
+    from search.spec import WidthValue
+    from search.tuning.service import threads_per_trial
 
-    # this 2-core EPYC (20-min race): 260 img/s each side by side, 410 for one trial on both cores
-    assert threads_per_trial(260.0, 410.0, slots=2, cpu=1.0) == 2.0
-    # the issue's machine: two one-thread loops side by side got more epochs each than one on two threads
-    assert threads_per_trial(27.0, 24.0, slots=2, cpu=1.0) == 1.0
-    assert threads_per_trial(NARROW_MIN_SHARE * 100.0, 100.0, slots=4, cpu=2.0) == 2.0
-    assert threads_per_trial(NARROW_MIN_SHARE * 100.0 - 1, 100.0, slots=4, cpu=2.0) == 8.0
+    width = WidthValue(epoch_cost=130.0, second_net_gain=2.0)
+    n, search_s = 28709, 1050.0  # FER2013's Training set, a 20-minute run's search
+    # the AVX2 EPYC at ddce45c: 260 img/s each side by side against 410 wide, 9.5 vs 15 epochs: 5.0 points
+    # lost to fewer epochs outweigh a second net's 2.0 -> one trial on both cores
+    assert threads_per_trial(260.0, 410.0, 2, 1.0, search_s=search_s, train_images=n, width=width) == 2.0
+    # this session's Zen 4 (bf16): 653 each side by side, 985 wide: 24 vs 36 epochs, 1.8 points < 2.0
+    assert threads_per_trial(653.0, 985.0, 2, 1.0, search_s=search_s, train_images=n, width=width) == 1.0
+    # the same paces with a second net worth less than what the epochs cost: wide
+    low = WidthValue(epoch_cost=130.0, second_net_gain=1.0)
+    assert threads_per_trial(653.0, 985.0, 2, 1.0, search_s=search_s, train_images=n, width=low) == 2.0
+    # a longer budget makes each lost epoch cheaper: the same paces at 40 minutes go side by side even then
+    assert threads_per_trial(653.0, 985.0, 2, 1.0, search_s=2 * 1050.0 + 60, train_images=n, width=low) == 1.0
+    # side by side faster per trial than wide: always narrow; slots and cpu carry through
+    assert threads_per_trial(27.0, 24.0, 4, 2.0, search_s=search_s, train_images=n, width=low) == 2.0
+    assert threads_per_trial(1.0, 24.0, 4, 2.0, search_s=search_s, train_images=n, width=width) == 8.0

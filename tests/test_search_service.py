@@ -74,13 +74,22 @@ def test_asha_stops_trials_and_a_diverging_trial_fails_while_the_search_finishes
 
 @pytest.mark.slow
 def test_multi_objective_writes_a_pareto_front(tmp_path, ray_local, synth_csv):
+    """Also: with ``portfolio`` the first trials are the portfolio's recipes (enqueued), the rest sampled."""
+    from search.spec import Portfolio, Recipe, WidthValue
+
     space = SearchSpace(
         archs=(ArchSpace("mini_xception", {"width": (0.25, 0.5, 1.0)}),), lr=Range(1e-3, 3e-3)
     )
+    recipes = (Recipe({"lr": 0.0011}, 1, 0.5), Recipe({"lr": 0.0029}, 1, 0.4), Recipe({"lr": 0.002}, 30, 0.6))
+    portfolio = Portfolio(recipes, WidthValue(1.0, 1.0)).write(tmp_path / "portfolio.json")
     cfg = SearchConfig(
-        name="mo", space=space, objectives=("val_acc", "latency_ms"), num_samples=4, max_epochs=1
-    )
+        name="mo", space=space, objectives=("val_acc", "latency_ms"), num_samples=4, max_epochs=1,
+        portfolio=str(portfolio),
+    )  # fmt: skip
     result = search(cfg, synth_csv, tmp_path / "mo")
+    lrs = sorted(t.hparams["lr"] for t in result.trials)
+    # two slots on the tests' Ray: the two recipes nearest one epoch, then TPE's own samples
+    assert 0.0011 in lrs and 0.0029 in lrs and 0.002 not in lrs and len(set(lrs)) == 4
     front = (tmp_path / "mo" / "pareto.csv").read_text().splitlines()
     assert front[0] == "trial_id,arch,val_acc,latency_ms" and len(front) >= 2
     assert (tmp_path / "mo" / "pareto.png").stat().st_size > 1000

@@ -14,6 +14,16 @@ from search.spec.config import (
     trial_hparams,
 )
 from search.spec.loading import config_from_dict, load_spec
+from search.spec.portfolio import (
+    PORTFOLIO_FILE,
+    Portfolio,
+    PortfolioError,
+    Recipe,
+    WidthValue,
+    build_portfolio,
+    narrow_is_better,
+    width_value,
+)
 from search.spec.preflight import (
     PreflightError,
     check_data,
@@ -25,15 +35,21 @@ from search.spec.presets import demo_config, quick_config
 
 __all__ = [
     "HPARAMS",
+    "PORTFOLIO_FILE",
     "ArchSpace",
     "Domain",
     "MergeConfig",
+    "Portfolio",
+    "PortfolioError",
     "PreflightError",
     "Range",
+    "Recipe",
     "Resources",
     "SearchConfig",
     "SearchSpace",
     "SpecError",
+    "WidthValue",
+    "build_portfolio",
     "check_data",
     "check_resources",
     "check_search_dir",
@@ -41,6 +57,8 @@ __all__ = [
     "config_from_dict",
     "demo_config",
     "load_spec",
+    "narrow_is_better",
     "quick_config",
     "trial_hparams",
+    "width_value",
 ]

@@ -35,6 +35,7 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs, PydanticCustomError
 
 OPTIMIZERS = ("adam", "nadam", "sgd")
+AUGMENT_KINDS = ("affine", "shift")
 SCHEDULES = ("onecycle", "cosine", "plateau")
 VARIANTS = ("original", "balanced", "filtered", "filtered-balanced")
 OBJECTIVES = ("val_acc", "latency_ms", "params")
@@ -344,6 +345,7 @@ Rate = _unit(0.0, 0.95)
 Strength = _unit(0.0, 2.0)
 OptimizerDomain = _choices(Literal[OPTIMIZERS])
 ScheduleDomain = _choices(Literal[SCHEDULES])
+AugmentKindDomain = _choices(Literal[AUGMENT_KINDS])
 VariantDomain = _choices(Literal[VARIANTS])
 FlagDomain = _choices(Bool)
 ArchInput = Annotated[ArchSpace, BeforeValidator(_arch_input)]
@@ -368,6 +370,7 @@ class SearchSpace(_KnownKeys):
     class_weighted: FlagDomain = (False,)
     variant: VariantDomain = ("original",)
     augment: AugmentDomain = (1.0,)
+    augment_kind: AugmentKindDomain = ("affine",)
     schedule: ScheduleDomain = ("onecycle",)
 
     def arch(self, name: str) -> ArchSpace:
@@ -439,7 +442,10 @@ class SearchConfig(_KnownKeys):
     joins the ensemble library. ``min_epochs_per_trial``: the planner adds rounds of trials only while each
     still gets this many epochs. ``precision: bf16``: training forward passes under bfloat16 autocast;
     ``auto``: whichever of fp32 and bf16 trains faster on this machine, measured before the search (bf16
-    pays only on CPUs with bfloat16 instructions).
+    pays only on CPUs with bfloat16 instructions). ``portfolio``: the first trials are the recipes that
+    scored best at the epochs each trial can afford (``true``: ``search/spec/portfolio.json``, learned from
+    recorded runs; or a path to a portfolio file of your own), in place of ``points_to_evaluate``; TPE
+    searches around them.
     """
 
     name: Name = "search"
@@ -470,6 +476,7 @@ class SearchConfig(_KnownKeys):
     cycles: Count = 1
     min_epochs_per_trial: Count = 30
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    portfolio: Bool | Annotated[str, Strict(), Field(min_length=1)] = False
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:

@@ -73,10 +73,29 @@ def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.T
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> torch.Tensor:
-    """Flip, rotation ±10°·s, scale, shift ±10%·s in one affine resample, then random erasing (p 0.25·s)."""
+def shift_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The hand-written script's augmentation: a random mirror per image and one random shift of up to
+    ``pad`` pixels per batch (edge pixels repeated)."""
+    n, _, h, w = x.shape
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if pad <= 0:
+        return x.contiguous(memory_format=torch.channels_last)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return padded[:, :, dy : dy + h, dx : dx + w].contiguous(memory_format=torch.channels_last)
+
+
+def augment(
+    x: torch.Tensor, gen: torch.Generator, strength: float = 1.0, kind: str = "affine"
+) -> torch.Tensor:
+    """``affine``: flip, rotation ±10°·s, scale, shift ±10%·s in one affine resample, then random erasing
+    (p 0.25·s). ``shift``: flip and a shift of up to 4·s pixels (:func:`shift_flip`, the hand-written
+    loop's; lighter, and measured ahead of ``affine`` at about 12 epochs: benchmarks/recipe_race.py)."""
     if strength <= 0:
         return x
+    if kind == "shift":
+        return shift_flip(x, gen, round(4 * strength))
     n = x.shape[0]
 
     def u(*shape: int) -> torch.Tensor:
@@ -151,19 +170,21 @@ def train_one_epoch(
     device: torch.device | str = "cpu",
     order: np.ndarray | None = None,
     precision: str = "fp32",
+    augment_kind: str = "affine",
 ) -> float:
-    """One shuffled pass with on-batch augmentation; ``sched`` (if any) steps per batch. Returns the mean
-    loss; a non-finite loss raises FloatingPointError naming the step. ``order``: the sample indices to
-    visit, in order (a data-parallel rank's shard), instead of a permutation of all of ``x``. ``precision``
-    ``bf16`` runs the forward pass under bfloat16 autocast; weights, loss and evaluation stay float32. Its
-    speed is the CPU's: +20% images/s for mini_xception on one thread of a CPU with bfloat16 instructions,
-    17x slower on an AVX2-only EPYC (measured) -- hence ``precision: auto`` (:func:`choose_precision`)."""
+    """One shuffled pass with on-batch augmentation (``augment_kind`` at ``strength``, :func:`augment`);
+    ``sched`` (if any) steps per batch. Returns the mean loss; a non-finite loss raises FloatingPointError
+    naming the step. ``order``: the sample indices to visit, in order (a data-parallel rank's shard),
+    instead of a permutation of all of ``x``. ``precision`` ``bf16`` runs the forward pass under bfloat16
+    autocast; weights, loss and evaluation stay float32. Its speed is the CPU's: +20% images/s for
+    mini_xception on one thread of a CPU with bfloat16 instructions, 17x slower on an AVX2-only EPYC
+    (measured) -- hence ``precision: auto`` (:func:`choose_precision`)."""
     model.train()
     order = rng.permutation(len(x)) if order is None else order
     total = 0.0
     for i in range(0, len(order), batch_size):
         idx = np.sort(order[i : i + batch_size])
-        xb = augment(to_tensor(x[idx], device), gen, strength)
+        xb = augment(to_tensor(x[idx], device), gen, strength, augment_kind)
         yb = torch.from_numpy(y[idx]).long().to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(xb)
@@ -254,6 +275,7 @@ class Recipe:
     weight: torch.Tensor | None
     smoothing: float
     strength: float
+    augment_kind: str
     patience: int | None
     schedule: str
     lr: float
@@ -278,6 +300,7 @@ class Recipe:
             weight=class_weights(train_y, k).to(device) if hp["class_weighted"] else None,
             smoothing=float(hp["label_smoothing"]),
             strength=float(hp["augment"]),
+            augment_kind=str(hp["augment_kind"]),
             patience=config.get("early_stop_patience"),
             schedule=schedule,
             lr=lr,
@@ -313,7 +336,8 @@ class Recipe:
 
     def epoch_kwargs(self) -> dict:
         return {"sched": self.batch_sched, "weight": self.weight, "smoothing": self.smoothing,
-                "strength": self.strength, "precision": self.precision}  # fmt: skip
+                "strength": self.strength, "augment_kind": self.augment_kind,
+                "precision": self.precision}  # fmt: skip
 
     def end_epoch(self, val_acc: float) -> None:
         if self.plateau:
@@ -754,10 +778,12 @@ def choose_precision(arch: str, arch_kwargs: dict, threads: int, batch_size: int
 def measure_images_per_s(
     arch: str, arch_kwargs: dict, threads: int, batch_size: int, seconds: float = 4.0, side: int = 48,
     precision: str = "fp32", warmup: int = 3, min_steps: int = 3,
+    images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> float:  # fmt: skip
     """Training images per second of one trial of ``arch`` on ``threads`` threads of this machine: a short
     timed burst of :func:`train_one_epoch` steps (augmentation, forward under ``precision``, backward,
-    optimiser) on random pixels, after a few warm-up steps."""
+    optimiser) after a few warm-up steps, on random pixels or, given ``images`` (uint8 images, labels),
+    on a shuffled pass through them as a real epoch reads them (a new batch each step, indexing included)."""
     prev = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -765,15 +791,22 @@ def measure_images_per_s(
         opt = torch.optim.Adam(model.parameters(), 1e-3)
         gen = torch.Generator().manual_seed(0)
         rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (batch_size, side, side), dtype=np.uint8)
-        y = rng.integers(0, 7, batch_size)
-        one_batch = np.arange(batch_size)
+        if images is None:
+            x = rng.integers(0, 256, (batch_size, side, side), dtype=np.uint8)
+            y = rng.integers(0, 7, batch_size)
+        else:
+            x, y = images
+        order = rng.permutation(len(x))
+        at = [0]
 
         def step() -> None:
+            if at[0] + batch_size > len(order):
+                at[0] = 0
+            batch = order[at[0] : at[0] + batch_size]
+            at[0] += batch_size
             train_one_epoch(
-                model, opt, x, y, batch_size=batch_size, gen=gen, rng=None, order=one_batch,
-                precision=precision,
-            )  # fmt: skip
+                model, opt, x, y, batch_size=batch_size, gen=gen, rng=None, order=batch, precision=precision
+            )
 
         for _ in range(warmup):
             step()

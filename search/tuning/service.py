@@ -17,7 +17,14 @@ import numpy as np
 
 from data_pipeline.fer2013 import PreparedData, load_split
 from data_pipeline.prepare import prepare_fer2013
-from search.spec import SearchConfig, config_from_dict
+from search.spec import (
+    PORTFOLIO_FILE,
+    Portfolio,
+    SearchConfig,
+    WidthValue,
+    config_from_dict,
+    narrow_is_better,
+)
 from search.trial import (
     CONFUSION_FILE,
     SearchPlan,
@@ -120,11 +127,13 @@ def search(
     if budgeted or cfg.precision == "auto":
         cfg, images_per_s = training_pace(cfg)
     if budgeted:
-        cfg, images_per_s = trial_width(cfg, images_per_s)
+        cfg, images_per_s = trial_width(cfg, images_per_s, data, deadline)
     if budgeted:
         plan = budget_plan(cfg, data, deadline, images_per_s)
         (out / PLAN_FILE).write_text(json.dumps(asdict(plan), indent=2) + "\n")
         print(plan.describe())
+    if cfg.portfolio and not resume:
+        cfg = with_portfolio(cfg, plan)
     else:
         budget = f"{cfg.time_budget_s:.0f}s" if cfg.time_budget_s else "none"
         verb = "resuming" if resume else "searching"
@@ -152,6 +161,25 @@ def search(
     return SearchRun(out, cfg, prepared, trials)
 
 
+def with_portfolio(
+    cfg: SearchConfig, plan: SearchPlan | None, portfolio: Portfolio | None = None
+) -> SearchConfig:
+    """``cfg`` whose first trials are the portfolio's best recipes at the epochs each trial can afford
+    (the plan's estimate, else ``max_epochs``), one per trial of the first round: each side-by-side trial a
+    different recipe (and, as every trial, its own seed), so the first ensemble's members differ."""
+    portfolio = portfolio or Portfolio.read(PORTFOLIO_FILE if cfg.portfolio is True else cfg.portfolio)
+    epochs = plan.est_epochs_per_trial if plan is not None else cfg.max_epochs
+    first = plan.slots if plan is not None else min(cfg.num_samples, trial_slots(cfg) or 1)
+    space = {"arch", *(k for k, v in vars(cfg.space).items() if k != "archs")}
+    points = tuple(
+        {k: v for k, v in p.items() if k in space} for p in portfolio.points(epochs, max(1, first))
+    )
+    shown = "; ".join(", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items())
+                      for p in points)  # fmt: skip
+    print(f"portfolio: the first {len(points)} trial(s) at ~{epochs} epochs each: {shown}")
+    return cfg.replace(points_to_evaluate=points)
+
+
 def pace_probe(cfg: SearchConfig) -> tuple[str, dict, int]:
     """What pace is measured on: the space's first architecture, its first kwargs, its smallest batch."""
     arch = cfg.space.archs[0]
@@ -173,24 +201,35 @@ def training_pace(cfg: SearchConfig) -> tuple[SearchConfig, float]:
     return cfg.replace(precision=precision), images_per_s
 
 
-#: Trials side by side (one per ``resources.cpu``) are kept when each still trains at least this share of
-#: the images/s of one trial on all of the node's CPUs: an ensemble of two members makes up for about a
-#: fifth fewer epochs each, not for more. Measured on a 2-core AVX2 EPYC (20-min race, commit ddce45c): two
-#: mini_xception trials side by side trained 260 img/s each, one on both cores 410 -- 9 epochs each against
-#: 17.5, and the pair's ensemble lost to the single run by 1.9 points; so there one trial takes both cores.
-NARROW_MIN_SHARE = 0.8
+def threads_per_trial(
+    side_by_side: float, wide: float, slots: int, cpu: float, *, search_s: float, train_images: int,
+    width: WidthValue,
+) -> float:  # fmt: skip
+    """``cpu`` (narrow trials, ``slots`` at a time) when their ensemble is worth more than one trial on
+    all ``slots * cpu`` threads, else all of them. Each pace (images/s per trial) becomes the epochs it
+    trains in ``search_s``, and :func:`narrow_is_better` weighs what the fewer epochs cost against what a
+    second independent net adds (the portfolio's ``width``, fitted from budget races). The threshold it
+    replaces (side by side kept at >= 0.8 of the wide pace) ran one wide trial at 0.70-0.74 in the 20-min
+    race at b4b550b, where the hand-written pair at 0.81 beat the wide loop by a point."""
+    narrow = narrow_is_better(
+        wide_epochs=search_s * wide / max(1, train_images),
+        narrow_epochs=search_s * side_by_side / max(1, train_images),
+        width=width,
+    )
+    return cpu if narrow else slots * cpu
 
 
-def threads_per_trial(side_by_side: float, wide: float, slots: int, cpu: float) -> float:
-    """``cpu`` (narrow trials, ``slots`` at a time) when each side-by-side trial's measured images/s is
-    at least :data:`NARROW_MIN_SHARE` of ``wide`` (one trial on ``slots * cpu`` threads), else all of them."""
-    return cpu if side_by_side >= NARROW_MIN_SHARE * wide else slots * cpu
+#: Images the width probe trains on: real Training images in a shuffled order, as epochs read them.
+PROBE_IMAGES = 4096
 
 
-def trial_width(cfg: SearchConfig, images_per_s: float) -> tuple[SearchConfig, float]:
+def trial_width(
+    cfg: SearchConfig, images_per_s: float, data: TrialData, deadline: float
+) -> tuple[SearchConfig, float]:
     """For a budgeted search on one CPU node: time the trials side by side as they would run (one Ray task
-    per slot, at once) and one trial on every CPU, and keep the width that trains faster per trial
-    (:func:`threads_per_trial`); returns the config (``resources.cpu``) and that trial's images/s."""
+    per slot, at once, on real Training images) and one trial on every CPU, and keep the width whose
+    ensemble is worth more in the time left (:func:`threads_per_trial`); returns the config
+    (``resources.cpu``) and that trial's images/s."""
     import dataclasses
 
     import ray
@@ -201,22 +240,35 @@ def trial_width(cfg: SearchConfig, images_per_s: float) -> tuple[SearchConfig, f
         return cfg, images_per_s
     arch, kwargs, batch = pace_probe(cfg)
     threads = int(cfg.resources.cpu)
+    x, y = data.train["original"]
+    pick = np.random.default_rng(0).permutation(len(x))[:PROBE_IMAGES]
+    images = ray.put((x[pick], y[pick]))
     # both timed in Ray workers, where trials run: the wide trial alone, then the narrow ones at once
     probe = {"seconds": 6.0, "precision": cfg.precision}
     wide_task = ray.remote(num_cpus=slots * cfg.resources.cpu)(measure_images_per_s)
-    wide = float(ray.get(wide_task.remote(arch, kwargs, int(slots * threads), batch, **probe)))
+    wide = float(ray.get(wide_task.remote(arch, kwargs, int(slots * threads), batch, images=images, **probe)))
     pace = ray.remote(num_cpus=cfg.resources.cpu)(measure_images_per_s)
     warm = {"seconds": 0.0, "warmup": 1, "min_steps": 1}  # every worker started first: the timed runs overlap
     ray.get([pace.remote(arch, kwargs, threads, batch, **warm) for _ in range(slots)])
     side_by_side = float(
-        np.mean(ray.get([pace.remote(arch, kwargs, threads, batch, **probe) for _ in range(slots)]))
+        np.mean(
+            ray.get([pace.remote(arch, kwargs, threads, batch, images=images, **probe) for _ in range(slots)])
+        )
     )
-    cpu = threads_per_trial(side_by_side, wide, slots, cfg.resources.cpu)
+    width = Portfolio.read().width
+    search_s = max(60.0, deadline - time.time() - 60.0)
+    cpu = threads_per_trial(
+        side_by_side, wide, slots, cfg.resources.cpu, search_s=search_s, train_images=len(x), width=width
+    )
     narrow = cpu == cfg.resources.cpu
     choice = f"{slots} trials at a time" if narrow else "one trial at a time on every CPU"
+    n = len(x)
     print(
-        f"trial width: {side_by_side:.0f} img/s per trial with {slots} side by side, {wide:.0f} for one on "
-        f"{int(slots * threads)} threads → {choice}"
+        f"trial width: {side_by_side:.0f} img/s per trial with {slots} side by side "
+        f"(~{search_s * side_by_side / n:.0f} epochs each), {wide:.0f} for one on "
+        f"{int(slots * threads)} threads "
+        f"(~{search_s * wide / n:.0f} epochs); a second net is worth {width.second_net_gain:.1f} points, "
+        f"fewer epochs cost {width.epoch_cost:.0f}/E points → {choice}"
     )
     if narrow:
         return cfg, side_by_side

@@ -1,0 +1,162 @@
+"""The portfolio: built from recorded runs and races, read back, and used for a budgeted search's first
+trials; the budget race reads PrivateTest labels in its final table only."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+from search.spec import (
+    PORTFOLIO_FILE,
+    Portfolio,
+    PortfolioError,
+    Recipe,
+    WidthValue,
+    build_portfolio,
+    quick_config,
+    width_value,
+)
+
+
+def _recipe_race(path: Path) -> Path:
+    rows = [
+        {
+            "augment": "shift",
+            "smoothing": 0.0,
+            "lr": 0.002,
+            "batch_size": 64,
+            "epochs": 13.0,
+            "public_acc": 0.60,
+        },
+        {
+            "augment": "1.0",
+            "smoothing": 0.0,
+            "lr": 0.002,
+            "batch_size": 64,
+            "epochs": 13.0,
+            "public_acc": 0.57,
+        },
+        {
+            "augment": "0.4",
+            "smoothing": 0.1,
+            "lr": 0.002,
+            "batch_size": 64,
+            "epochs": 12.5,
+            "public_acc": 0.61,
+        },
+        {
+            "augment": "1.0",
+            "smoothing": 0.1,
+            "lr": 0.002,
+            "batch_size": 64,
+            "epochs": 40.0,
+            "public_acc": 0.66,
+        },
+    ]
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _budget_race(path: Path) -> Path:
+    rec = {"minutes": 20, "width_value": {"epoch_cost": 120.0, "second_net_gain": 1.8, "pace_share": 0.7}}
+    path.write_text(json.dumps([rec, {"minutes": 40, "baseline": {}}]))
+    return path
+
+
+def test_a_portfolio_is_built_from_a_recorded_run_and_race_records(demo_run, tmp_path):
+    sources = [demo_run.dir, _recipe_race(tmp_path / "recipes.json"), _budget_race(tmp_path / "race.json")]
+    built = build_portfolio(sources)
+    from_run = [r for r in built.recipes if r.source.startswith(str(demo_run.dir))]
+    trials = [t for t in demo_run.result.trials if t.usable]
+    assert len(from_run) == len(trials) == 3
+    assert {round(r.params["lr"], 12) for r in from_run} == {round(t.hparams["lr"], 12) for t in trials}
+    assert {r.epochs for r in from_run} == {float(t.epochs) for t in trials}
+    # the user's flip + shift is the trials' ``shift`` kind at strength 1
+    from_race = [r for r in built.recipes if r.source.startswith(str(tmp_path / "recipes.json"))]
+    assert sorted((r.params["augment_kind"], r.params["augment"]) for r in from_race) == [
+        ("affine", 0.4),
+        ("affine", 1.0),
+        ("affine", 1.0),
+        ("shift", 1.0),
+    ]
+    assert built.width == WidthValue(120.0, 1.8, f"{tmp_path / 'race.json'}[0]")
+    # written and read back through the one reader: the same portfolio
+    out = built.write(tmp_path / "portfolio.json")
+    assert Portfolio.read(out) == Portfolio(
+        tuple(sorted(built.recipes, key=lambda r: (r.epochs, -r.public_acc))), built.width, built.built_from
+    )
+    # what a trial affording ~12 epochs starts from: the best of the nearest budget first, no repeats
+    light = {"lr": 0.002, "augment": 0.4, "augment_kind": "affine", "label_smoothing": 0.1, "batch_size": 64}
+    assert Portfolio.read(out).points(12, 2)[0] == light
+    long = {"lr": 0.002, "augment": 1.0, "augment_kind": "affine", "label_smoothing": 0.1, "batch_size": 64}
+    assert Portfolio.read(out).points(45, 1) == (long,)
+
+
+def test_the_cli_builds_a_portfolio_and_names_a_bad_source_in_one_line(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    args = ["portfolio", "build", str(_recipe_race(tmp_path / "r.json")), "--out", str(out)]
+    assert main(args) == 0
+    assert "4 recipes from 1 source(s)" in capsys.readouterr().out
+    assert Portfolio.read(out).width == Portfolio.read(PORTFOLIO_FILE).width  # no race: the shipped one kept
+    assert main(["portfolio", "build", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"fersearch: error: {tmp_path / 'nowhere'}: no such run directory or race-record file"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"recipes": [{"params": {"lrate": 1}, "epochs": 3, "public_acc": 0.5}],
+                               "width": {"epoch_cost": 1, "second_net_gain": 1}}))  # fmt: skip
+    with pytest.raises(PortfolioError, match=r"bad.json: recipes\[0\].params: unknown parameter\(s\) lrate"):
+        Portfolio.read(bad)
+    bad.write_text(json.dumps({"recipes": []}))
+    with pytest.raises(PortfolioError, match="bad.json: missing key 'width'"):
+        Portfolio.read(bad)
+
+
+def test_the_shipped_portfolio_reads_and_fits_the_quick_space():
+    from search.tuning.service import with_portfolio
+
+    portfolio = Portfolio.read()
+    assert portfolio.recipes and portfolio.width.epoch_cost > 0
+    cfg = quick_config()
+    for epochs in (10, 25, 50):
+        points = with_portfolio(cfg.replace(max_epochs=epochs), None, portfolio).points_to_evaluate
+        keys = {"lr", "augment", "augment_kind", "label_smoothing", "batch_size"}
+        assert points and all(set(p) <= keys for p in points)
+        for p in points:  # inside the quick space, so TPE's model holds them as it holds its own samples
+            assert cfg.space.lr.low <= p["lr"] <= cfg.space.lr.high
+            assert cfg.space.augment.low <= p.get("augment", 1.0) <= cfg.space.augment.high
+            assert p.get("label_smoothing", 0.0) in cfg.space.label_smoothing
+            assert p.get("augment_kind", "affine") in cfg.space.augment_kind
+
+
+def test_width_value_is_fitted_from_the_loop_and_the_pair():
+    # the loop: 36 epochs at 0.640; the pair's members alone: 24 epochs at 0.620, their average 0.640
+    w = width_value(loop_epochs=36, loop_acc=0.640, pair_epochs=24, pair_alone_acc=0.620, pair_acc=0.640)
+    assert w.second_net_gain == pytest.approx(2.0)
+    assert w.epoch_cost == pytest.approx(2.0 / (1 / 24 - 1 / 36), rel=1e-3)
+
+
+def test_the_budget_race_reads_privatetest_labels_in_its_final_table_only():
+    tree = ast.parse((Path(__file__).parents[1] / "benchmarks" / "budget_race.py").read_text())
+    readers = []
+    for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
+            name = getattr(call.func, "id", getattr(call.func, "attr", ""))
+            args = [a.value for a in call.args if isinstance(a, ast.Constant)]
+            unlabelled = any(
+                k.arg == "with_labels" and getattr(k.value, "value", 1) is False for k in call.keywords
+            )
+            if name == "load_split" and "PrivateTest" in args and not unlabelled:
+                readers.append(fn.name)
+    assert readers == ["final_table"]
+
+
+def test_points_never_repeat_a_recipe_and_prefer_the_better_at_the_nearest_budget():
+    a = Recipe({"lr": 0.002}, 12.2, 0.60, "a")
+    b = Recipe({"lr": 0.002}, 11.8, 0.62, "b")
+    c = Recipe({"lr": 0.003}, 12.0, 0.61, "c")
+    p = Portfolio((a, b, c), WidthValue(1.0, 1.0))
+    assert p.points(12, 3) == ({"lr": 0.002}, {"lr": 0.003})
