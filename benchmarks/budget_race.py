@@ -205,6 +205,11 @@ def final_table(rec: dict, root: Path, val_y: np.ndarray) -> None:
             summary = json.loads((Path(rec[leg]["run_dir"]) / "summary.json").read_text())
             row = _row(summary, *rec[leg]["row"])
             rec[leg].update(private_acc=row["private_acc"], ci95=list(row["ci95"]))
+            # where the points went: every row the run compared (snapshots, TTA, selection), PrivateTest
+            rows = summary["comparison"]
+            rec[leg]["private_rows"] = {
+                f"{r['strategy']}{' + TTA' if r['tta'] else ''}": r["private_acc"] for r in rows
+            }
     rec["complete"] = True
 
 
@@ -255,6 +260,9 @@ def format_record(r: dict) -> str:
     if "first_trial" in r and "baseline" in r:
         diff = 100 * (r["first_trial"]["private_acc"] - r["baseline"]["private_acc"])
         lines.append(f"  first trial alone − plain loop: {diff:+.2f} points (recipe parity)")
+    if "private_rows" in r.get("fersearch", {}):
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in r["fersearch"]["private_rows"].items())
+        lines.append(f"  fersearch's rows (PrivateTest, chosen on PublicTest as exported): {shown}")
     if "width_value" in r:
         w = r["width_value"]
         lines.append(
