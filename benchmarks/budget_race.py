@@ -98,6 +98,9 @@ def race(data: Path, minutes: float, work: Path, legs=LEGS, save=None, kept: dic
     root = work / "data"
     if DataManifest.try_read(root) is None:
         prepare_fer2013(data, root)
+        import ray
+
+        ray.shutdown()  # the preparation's Ray would idle beside every leg
     _, val_y = load_split(root, "PublicTest")
     machine = machine_info()
     rec: dict = {"minutes": minutes, **machine, "legs": list(legs), "started": time.strftime("%F %T")}
