@@ -134,7 +134,7 @@ def search(
         print(plan.describe())
     if cfg.portfolio and not resume:
         cfg = with_portfolio(cfg, plan)
-    else:
+    if not budgeted:
         budget = f"{cfg.time_budget_s:.0f}s" if cfg.time_budget_s else "none"
         verb = "resuming" if resume else "searching"
         print(
@@ -161,13 +161,18 @@ def search(
     return SearchRun(out, cfg, prepared, trials)
 
 
+def portfolio_of(cfg: SearchConfig) -> Portfolio:
+    """The portfolio a config names: its own file, else the one fersearch ships."""
+    return Portfolio.read(cfg.portfolio if isinstance(cfg.portfolio, str) else PORTFOLIO_FILE)
+
+
 def with_portfolio(
     cfg: SearchConfig, plan: SearchPlan | None, portfolio: Portfolio | None = None
 ) -> SearchConfig:
     """``cfg`` whose first trials are the portfolio's best recipes at the epochs each trial can afford
     (the plan's estimate, else ``max_epochs``), one per trial of the first round: each side-by-side trial a
     different recipe (and, as every trial, its own seed), so the first ensemble's members differ."""
-    portfolio = portfolio or Portfolio.read(PORTFOLIO_FILE if cfg.portfolio is True else cfg.portfolio)
+    portfolio = portfolio or portfolio_of(cfg)
     epochs = plan.est_epochs_per_trial if plan is not None else cfg.max_epochs
     first = plan.slots if plan is not None else min(cfg.num_samples, trial_slots(cfg) or 1)
     space = {"arch", *(k for k, v in vars(cfg.space).items() if k != "archs")}
@@ -255,7 +260,7 @@ def trial_width(
             ray.get([pace.remote(arch, kwargs, threads, batch, images=images, **probe) for _ in range(slots)])
         )
     )
-    width = Portfolio.read().width
+    width = portfolio_of(cfg).width
     search_s = max(60.0, deadline - time.time() - 60.0)
     cpu = threads_per_trial(
         side_by_side, wide, slots, cfg.resources.cpu, search_s=search_s, train_images=len(x), width=width
