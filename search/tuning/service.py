@@ -293,7 +293,10 @@ def budget_plan(cfg: SearchConfig, data: TrialData, deadline: float, images_per_
         train_images=n_train, eval_images=len(data.val_x), min_epochs=cfg.min_epochs_per_trial,
         reserve_s=0, cycles=cfg.cycles, now=now,
     )  # fmt: skip
-    reserve = selection_reserve_s(rough.trials * (rough.cycles + 1), len(data.val_x) + len(data.test_x))
+    # candidates per trial: every cycle end, and the late epochs' successive bests (two on average: the
+    # 20-min race at ad3c315 had one trial of one cycle give three, @28 @30 @34, where cycles + 1 counted
+    # two, and selection took 103 s of the 65 kept)
+    reserve = selection_reserve_s(rough.trials * (rough.cycles + 2), len(data.val_x) + len(data.test_x))
     return plan_search(
         budget_s=budget, elapsed_s=budget - (deadline - now), slots=slots, images_per_s=images_per_s,
         train_images=n_train, eval_images=len(data.val_x), min_epochs=cfg.min_epochs_per_trial,
