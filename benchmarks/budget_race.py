@@ -183,9 +183,33 @@ def race(data: Path, minutes: float, work: Path, legs=LEGS, save=None, kept: dic
                                 for r in s["comparison"]}  # fmt: skip
         save(rec)
 
+    run_width(rec)
     final_table(rec, root, val_y)
     save(rec)
     return rec
+
+
+def run_width(rec: dict) -> None:
+    """What a second net was worth inside fersearch itself: the first-trial leg is the wide run (one trial
+    on every thread, its snapshots and TTA exported), the fersearch leg the narrow one when the planner ran
+    trials side by side. Their exported PublicTest accuracies, with the epoch cost fitted from the hand legs,
+    give the second net's worth on top of snapshots and TTA (``run_width_value``, which
+    ``fersearch portfolio build`` prefers to the hand legs' ``width_value``)."""
+    wide, narrow, hand = rec.get("first_trial"), rec.get("fersearch"), rec.get("width_value")
+    if (
+        not (wide and narrow and hand)
+        or narrow["planner"]["threads_per_trial"] >= wide["planner"]["threads_per_trial"]
+    ):
+        return
+    exported = json.loads((Path(wide["run_dir"]) / "summary.json").read_text())
+    wide_acc = _row(exported, exported["ensemble"]["strategy"], exported["ensemble"]["tta"])["public_acc"]
+    e_wide, e_narrow = float(np.mean(wide["epochs"])), float(np.mean(narrow["epochs"]))
+    cost = hand["epoch_cost"]
+    gain = 100 * (narrow["public_acc"] - wide_acc) + cost * (1 / e_narrow - 1 / e_wide)
+    rec["run_width_value"] = {"epoch_cost": cost, "second_net_gain": round(gain, 3),
+                              "wide_public_acc": wide_acc, "narrow_public_acc": narrow["public_acc"],
+                              "wide_epochs": e_wide, "narrow_epochs": e_narrow,
+                              "source": f"budget race {rec['minutes']:g} min: wide vs narrow"}  # fmt: skip
 
 
 def final_table(rec: dict, root: Path, val_y: np.ndarray) -> None:
@@ -266,6 +290,14 @@ def format_record(r: dict) -> str:
     if "private_rows" in r.get("fersearch", {}):
         shown = ", ".join(f"{k} {v:.4f}" for k, v in r["fersearch"]["private_rows"].items())
         lines.append(f"  fersearch's rows (PrivateTest, chosen on PublicTest as exported): {shown}")
+    if "run_width_value" in r:
+        w = r["run_width_value"]
+        lines.append(
+            f"  width inside fersearch (PublicTest, exported): one wide trial ({w['wide_epochs']:.0f} "
+            f"epochs) {w['wide_public_acc']:.4f}, trials side by side ({w['narrow_epochs']:.1f} each) "
+            f"{w['narrow_public_acc']:.4f}: a second net worth {w['second_net_gain']:+.2f} points over "
+            "snapshots + TTA"
+        )
     if "width_value" in r:
         w = r["width_value"]
         lines.append(

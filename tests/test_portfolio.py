@@ -63,7 +63,10 @@ def _recipe_race(path: Path) -> Path:
 
 def _budget_race(path: Path) -> Path:
     rec = {"minutes": 20, "width_value": {"epoch_cost": 120.0, "second_net_gain": 1.8, "pace_share": 0.7}}
-    path.write_text(json.dumps([rec, {"minutes": 40, "baseline": {}}]))
+    # a race with both widths run by fersearch itself: that measurement wins over the hand legs'
+    both = {"minutes": 40, "width_value": {"epoch_cost": 60.0, "second_net_gain": 1.2},
+            "run_width_value": {"epoch_cost": 60.0, "second_net_gain": 0.2}}  # fmt: skip
+    path.write_text(json.dumps([rec, both, {"minutes": 10, "baseline": {}}]))
     return path
 
 
@@ -83,7 +86,9 @@ def test_a_portfolio_is_built_from_a_recorded_run_and_race_records(demo_run, tmp
         ("affine", 1.0),
         ("shift", 1.0),
     ]
-    assert built.width == WidthValue(120.0, 1.8, f"{tmp_path / 'race.json'}[0]")
+    race = tmp_path / "race.json"
+    # (1.8 + 0.2) / 2, not (1.8 + 1.2) / 2
+    assert built.width == WidthValue(90.0, 1.0, f"{race}[0], {race}[1]")
     # written and read back through the one reader: the same portfolio
     out = built.write(tmp_path / "portfolio.json")
     assert Portfolio.read(out) == Portfolio(

@@ -186,8 +186,10 @@ def recipes_from_race(records: str | Path) -> tuple[list[Recipe], list[WidthValu
                       "label_smoothing": float(r["smoothing"]),
                       "batch_size": int(r["batch_size"])}  # fmt: skip
             recipes.append(Recipe(params, float(r["epochs"]), float(r["public_acc"]), f"{path}[{i}]"))
-        elif isinstance(r.get("width_value"), dict):
-            w = r["width_value"]
+        elif isinstance(r.get("run_width_value") or r.get("width_value"), dict):
+            # measured inside fersearch (wide run against narrow run, snapshots and TTA included) when the
+            # race has it, else from the hand-written loop and pair
+            w = r.get("run_width_value") or r["width_value"]
             widths.append(WidthValue(float(w["epoch_cost"]), float(w["second_net_gain"]), f"{path}[{i}]"))
     return recipes, widths
 
