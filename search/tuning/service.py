@@ -175,7 +175,8 @@ def with_portfolio(
     portfolio = portfolio or portfolio_of(cfg)
     epochs = plan.est_epochs_per_trial if plan is not None else cfg.max_epochs
     first = plan.slots if plan is not None else min(cfg.num_samples, trial_slots(cfg) or 1)
-    space = {"arch", *(k for k, v in vars(cfg.space).items() if k != "archs")}
+    # the parameters this space searches: a recipe's value for one the space fixes is the space's to set
+    space = {"arch", *(k for k, v in vars(cfg.space).items() if k != "archs" and not _fixed(v))}
     points = tuple(
         {k: v for k, v in p.items() if k in space} for p in portfolio.points(epochs, max(1, first))
     )
@@ -183,6 +184,10 @@ def with_portfolio(
                       for p in points)  # fmt: skip
     print(f"portfolio: the first {len(points)} trial(s) at ~{epochs} epochs each: {shown}")
     return cfg.replace(points_to_evaluate=points)
+
+
+def _fixed(domain) -> bool:
+    return isinstance(domain, tuple) and len(domain) == 1
 
 
 def pace_probe(cfg: SearchConfig) -> tuple[str, dict, int]:
