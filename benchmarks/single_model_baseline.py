@@ -28,7 +28,7 @@ from data_pipeline import DataManifest
 from data_pipeline.fer2013 import load_split
 from data_pipeline.prepare import prepare_fer2013
 from search.trial import augment as augment_batch
-from search.trial import build_model, predict_proba, shift_flip, to_tensor
+from search.trial import build_model, predict_proba, to_tensor
 
 
 def train_loop(
@@ -50,6 +50,7 @@ def train_loop(
     user's script; ``augment`` (``shift``: flip + 4-px shift, or a number: the trials' affine augmentation
     at that strength), ``smoothing``, ``precision`` and ``batch_size`` let the recipe race
     (``benchmarks/recipe_race.py``) vary one thing at a time on the same loop."""
+    strength_kind = (1.0, "shift") if augment == "shift" else (float(augment), "affine")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -72,7 +73,7 @@ def train_loop(
                 g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
             idx = np.sort(order[i : i + batch_size])
             xb = to_tensor(x[idx])
-            xb = shift_flip(xb, gen) if augment == "shift" else augment_batch(xb, gen, float(augment))
+            xb = augment_batch(xb, gen, *strength_kind)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(xb)
             loss = F.cross_entropy(logits.float(), torch.from_numpy(y[idx]).long(), label_smoothing=smoothing)

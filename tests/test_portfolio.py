@@ -115,6 +115,12 @@ def test_the_cli_builds_a_portfolio_and_names_a_bad_source_in_one_line(tmp_path,
                                "width": {"epoch_cost": 1, "second_net_gain": 1}}))  # fmt: skip
     with pytest.raises(PortfolioError, match=r"bad.json: recipes\[0\].params: unknown parameter\(s\) lrate"):
         Portfolio.read(bad)
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([{"augment": "shift", "public_acc": 0.6, "lr": 0.002}]))
+    assert main(["portfolio", "build", str(rows)]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"fersearch: error: {rows}: record 0: bad or missing 'smoothing'"
+    )
     bad.write_text(json.dumps({"recipes": []}))
     with pytest.raises(PortfolioError, match="bad.json: missing key 'width'"):
         Portfolio.read(bad)

@@ -87,9 +87,9 @@ class Portfolio:
             raise PortfolioError(f"{path}: not JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
         except KeyError as e:
             raise PortfolioError(f"{path}: missing key {e.args[0]!r}") from None
+        except PortfolioError:
+            raise
         except (TypeError, ValueError) as e:
-            if isinstance(e, PortfolioError):
-                raise
             raise PortfolioError(f"{path}: {e}") from None
         return cls(recipes, width, tuple(raw.get("built_from", ())))
 
@@ -188,19 +188,28 @@ def recipes_from_race(records: str | Path) -> tuple[list[Recipe], list[WidthValu
         raise PortfolioError(f"{path}: cannot read race records ({e})") from None
     recipes, widths = [], []
     for i, r in enumerate(rows if isinstance(rows, list) else []):
-        if "augment" in r and "public_acc" in r:
-            # the loop's flip + shift is the trials' ``shift`` kind at strength 1 (4 pixels)
-            kind, augment = ("shift", 1.0) if r["augment"] == "shift" else ("affine", float(r["augment"]))
-            params = {"lr": float(r["lr"]), "augment": augment, "augment_kind": kind,
-                      "label_smoothing": float(r["smoothing"]),
-                      "batch_size": int(r["batch_size"])}  # fmt: skip
-            recipes.append(Recipe(params, float(r["epochs"]), float(r["public_acc"]), f"{path}[{i}]"))
-        elif isinstance(r.get("run_width_value") or r.get("width_value"), dict):
-            # measured inside fersearch (wide run against narrow run, snapshots and TTA included) when the
-            # race has it, else from the hand-written loop and pair
-            w = r.get("run_width_value") or r["width_value"]
-            widths.append(WidthValue(float(w["epoch_cost"]), float(w["second_net_gain"]), f"{path}[{i}]"))
+        try:
+            recipe, width = _race_row(r, f"{path}[{i}]")
+        except (KeyError, TypeError, ValueError) as e:
+            raise PortfolioError(f"{path}: record {i}: bad or missing {e}") from None
+        recipes += [recipe] if recipe else []
+        widths += [width] if width else []
     return recipes, widths
+
+
+def _race_row(r: dict, where: str) -> tuple[Recipe | None, WidthValue | None]:
+    if "augment" in r and "public_acc" in r:
+        # the loop's flip + shift is the trials' ``shift`` kind at strength 1 (4 pixels)
+        kind, augment = ("shift", 1.0) if r["augment"] == "shift" else ("affine", float(r["augment"]))
+        params = {"lr": float(r["lr"]), "augment": augment, "augment_kind": kind,
+                  "label_smoothing": float(r["smoothing"]), "batch_size": int(r["batch_size"])}  # fmt: skip
+        return Recipe(params, float(r["epochs"]), float(r["public_acc"]), where), None
+    if isinstance(r.get("run_width_value") or r.get("width_value"), dict):
+        # measured inside fersearch (wide run against narrow run, snapshots and TTA included) when the
+        # race has it, else from the hand-written loop and pair
+        w = r.get("run_width_value") or r["width_value"]
+        return None, WidthValue(float(w["epoch_cost"]), float(w["second_net_gain"]), where)
+    return None, None
 
 
 def build_portfolio(sources: Sequence[str | Path], base: Portfolio | None = None) -> Portfolio:
