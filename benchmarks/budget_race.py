@@ -9,9 +9,10 @@ Per budget M (minutes), one after the other on the same machine:
 3. **fersearch** — ``fersearch run --budget-min M``: data preparation, search, selection and export all
    inside M (its wall time is the subprocess's, interpreter start included).
 
-and, in its own leg, **first_trial** — ``fersearch run --budget-min M --cpus-per-trial 2``: the portfolio's
-first recipe as one trial on every thread, scored by its best snapshot alone (no TTA, no ensemble): recipe
-parity with the plain loop, measured. ``--legs`` picks legs (default all, in this order).
+and **first_trial** — the portfolio's first recipe as one trial on every thread, scored by its best
+snapshot alone (no TTA, no ensemble): recipe parity with the plain loop, measured. When the planner's own
+run (leg 3) was that one wide trial, the leg is read from it; else it is a run of its own
+(``fersearch run --budget-min M --cpus-per-trial CORES``). ``--legs`` picks legs (default all).
 
 Prints the PrivateTest accuracies with bootstrap 95% intervals, the difference in points, and what
 each used; writes the records to ``benchmarks/results/budget_race.json`` (one per budget, replaced by a
@@ -90,6 +91,43 @@ def _row(summary: dict, strategy: str, tta: bool) -> dict:
     return next(r for r in summary["comparison"] if (r["strategy"], r["tta"]) == (strategy, tta))
 
 
+def _run_figures(s: dict, single: bool) -> dict:
+    """A fersearch leg's figures from its summary (PublicTest only): the exported ensemble's row, or with
+    ``single`` its best snapshot alone, no TTA; the run's own rows say where the points went."""
+    ens = s["ensemble"]
+    row = _row(s, "best single", False) if single else _row(s, ens["strategy"], ens["tta"])
+    return {
+        "public_acc": row["public_acc"],
+        "trials": len(s["trials"]),
+        "epochs": [t.get("epochs") for t in s["trials"]],
+        "params": [
+            {k: t.get(k) for k in ("lr", "augment", "augment_kind", "label_smoothing", "batch_size")}
+            for t in s["trials"]
+        ],
+        "candidates": s.get("candidates", len(row["members"])),
+        "members": row["members"],
+        "strategy": row["strategy"],
+        "tta": row["tta"],
+        "row": [row["strategy"], row["tta"]],
+        "rows": {f"{r['strategy']}{' + TTA' if r['tta'] else ''}": r["public_acc"] for r in s["comparison"]},
+    }
+
+
+def one_wide_trial(leg: dict | None, cores: int) -> bool:
+    """Whether a fersearch leg ran a single trial on every thread: then it *is* the first-trial leg's run."""
+    if not leg:
+        return False
+    planner = leg.get("planner") or {}
+    return leg.get("trials") == 1 and float(planner.get("threads_per_trial") or 0) >= cores
+
+
+def first_trial_of(leg: dict) -> dict:
+    """The first-trial leg read from a fersearch leg of one wide trial: its best snapshot alone, no TTA."""
+    s = json.loads((Path(leg["run_dir"]) / "summary.json").read_text())
+    keep = ("wall_s", "run_dir", "planner", "load_before")
+    return {**{k: leg[k] for k in keep if k in leg}, **_run_figures(s, single=True), "from": "fersearch"}
+
+
 def race(data: Path, minutes: float, work: Path, legs=LEGS, save=None, kept: dict | None = None) -> dict:
     """The legs in order on this machine; after each, ``save(record)`` is called with what is known so far
     (PublicTest figures, wall, load): a leg's result is kept even if a later one fails. ``kept``: an earlier
@@ -149,8 +187,15 @@ def race(data: Path, minutes: float, work: Path, legs=LEGS, save=None, kept: dic
             rec["width_value"]["pace_share"] = round(float(np.mean(pr["epochs"])) / b["epochs"], 3)
         save(rec)
 
-    for leg, extra in (("first_trial", ["--cpus-per-trial", "2"]), ("fersearch", [])):
+    # the planner's own run first: when it ran one trial on every thread, that trial alone (its best
+    # snapshot, no TTA) is the first-trial leg, and the budget is not spent twice on the same run
+    for leg, extra in (("fersearch", []), ("first_trial", ["--cpus-per-trial", str(machine["cores"])])):
         if leg not in legs:
+            continue
+        if leg == "first_trial" and one_wide_trial(rec.get("fersearch"), machine["cores"]):
+            rec[leg] = first_trial_of(rec["fersearch"])
+            print(f"[{minutes:g} min] first_trial: the fersearch leg's one wide trial, alone", flush=True)
+            save(rec)
             continue
         print(
             f"[{minutes:g} min] {leg}: fersearch run --budget-min {minutes:g} {' '.join(extra)}", flush=True
@@ -158,29 +203,7 @@ def race(data: Path, minutes: float, work: Path, legs=LEGS, save=None, kept: dic
         before = load()
         got = _fersearch(data, minutes, work, leg, extra)
         s = got.pop("summary")
-        if leg == "first_trial":  # one trial, its best snapshot alone: no TTA, no ensemble
-            row = _row(s, "best single", False)
-        else:
-            row = _row(s, s["ensemble"]["strategy"], s["ensemble"]["tta"])
-        rec[leg] = {
-            **got,
-            "public_acc": row["public_acc"],
-            "load_before": before,
-            "trials": len(s["trials"]),
-            "epochs": [t.get("epochs") for t in s["trials"]],
-            "params": [
-                {k: t.get(k) for k in ("lr", "augment", "augment_kind", "label_smoothing", "batch_size")}
-                for t in s["trials"]
-            ],
-            "candidates": s.get("candidates", len(row["members"])),
-            "members": row["members"],
-            "strategy": row["strategy"],
-            "tta": row["tta"],
-            "row": [row["strategy"], row["tta"]],
-        }
-        if leg == "fersearch":  # where the points went: the run's own rows, PublicTest
-            rec[leg]["rows"] = {f"{r['strategy']}{' + TTA' if r['tta'] else ''}": r["public_acc"]
-                                for r in s["comparison"]}  # fmt: skip
+        rec[leg] = {**got, **_run_figures(s, single=leg == "first_trial"), "load_before": before}
         save(rec)
 
     run_width(rec)
