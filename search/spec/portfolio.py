@@ -213,10 +213,11 @@ def _race_row(r: dict, where: str) -> tuple[Recipe | None, WidthValue | None]:
 
 
 def build_portfolio(sources: Sequence[str | Path], base: Portfolio | None = None) -> Portfolio:
-    """A portfolio from run directories and race-record files; the width value is the mean of every
+    """A portfolio from run directories and race-record files, added to ``base``'s recipes (what earlier
+    builds learned stays when their run directories are gone); the width value is the mean of every
     race's (``base``'s when none carries one). Recipes measured in several places are all kept: the nearest
     epoch budget and the best PublicTest decide at use."""
-    recipes: list[Recipe] = []
+    recipes: list[Recipe] = list(base.recipes) if base is not None else []
     widths: list[WidthValue] = []
     for src in sources:
         p = Path(src)
@@ -228,7 +229,7 @@ def build_portfolio(sources: Sequence[str | Path], base: Portfolio | None = None
             widths += w
         else:
             raise PortfolioError(f"{p}: no such run directory or race-record file")
-    if not recipes:
+    if len(recipes) == (len(base.recipes) if base is not None else 0):
         raise PortfolioError(f"no finished trial or recipe in {', '.join(map(str, sources))}")
     if widths:
         width = WidthValue(
@@ -242,7 +243,8 @@ def build_portfolio(sources: Sequence[str | Path], base: Portfolio | None = None
         raise PortfolioError(
             "no budget-race record with a width value and no base portfolio to keep one from"
         )
-    return Portfolio(tuple(_best_per_budget(recipes)), width, tuple(str(s) for s in sources))
+    built_from = (*(base.built_from if base is not None else ()), *(str(s) for s in sources))
+    return Portfolio(tuple(_best_per_budget(recipes)), width, tuple(dict.fromkeys(built_from)))
 
 
 def _best_per_budget(recipes: Iterable[Recipe]) -> list[Recipe]:
