@@ -2,10 +2,11 @@
 
 Real CK+ faces (``CK+48/``, whole-face crops like FER2013's) are each classified twice by an exported
 ensemble: as the 48×48 crop itself, and pasted (upscaled) into a larger photo that ``fersearch predict``
-must find and crop. Prints the agreement for each serve-time crop (``face-box``: the detector's box with a
-FER2013-like margin, what a FER2013-trained export records; ``eyes-mouth``: the data pipeline's ROI) and
-how many pasted faces were not found; for an export with TTA, also with the mirror alone as its TTA (how
-exports served before TTA zoomed: ``search.trial.tta``), so both figures come from one run.
+must find and crop. Prints the agreement for each serve-time crop (``face-box``: FER2013's framing about
+each face detector's find, YuNet's landmarks or Haar's box, side by side; ``eyes-mouth``: the data
+pipeline's ROI) and how many pasted faces were not found; for an export with TTA, also with the mirror
+alone as its TTA (how exports served before TTA zoomed: ``search.trial.tta``), so all figures come from
+one run.
 
     python -m benchmarks.crop_agreement --export runs/<dir>/export --ckplus ../shared/data/ckplus.tar
 """
@@ -17,6 +18,7 @@ import dataclasses
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -39,14 +41,17 @@ def ck_faces(tar_path: Path, n: int, seed: int = 0) -> list[tuple[str, np.ndarra
     return out
 
 
-def photo(face: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = (400, 300)) -> np.ndarray:
-    """A grey, mildly noisy photo with the face upscaled to 120–180 px somewhere inside it."""
+def photo(
+    face: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = (400, 300), where: bool = False
+):
+    """A grey, mildly noisy photo with the face upscaled to 120–180 px somewhere inside it (``where``: and
+    the pasted square, (x, y, side))."""
     w, h = size
     img = np.clip(rng.normal(120, 12, (h, w)), 0, 255).astype(np.uint8)
     side = int(rng.integers(120, 181))
     x, y = int(rng.integers(10, w - side - 10)), int(rng.integers(10, h - side - 10))
     img[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
-    return img
+    return (img, (x, y, side)) if where else img
 
 
 def mirror_only(export: Path, out: Path) -> Path:
@@ -63,6 +68,7 @@ def agreement(
     seed: int = 0,
     backend: str = "auto",
     crops: tuple[str, ...] = CROPS,
+    detectors: tuple[str, ...] = ("haar",),
 ) -> dict[str, dict]:
     predictor = Predictor.from_dir(export, backend=backend)
     direct = predictor.predict_proba(np.stack([f for _, f in faces])).argmax(1)
@@ -74,16 +80,21 @@ def agreement(
             p = Path(d) / f"photo_{i:04d}.png"
             cv2.imwrite(str(p), photo(face, rng))
             paths.append(p)
-        for crop in crops:
+        runs = [(c, d) for c in crops for d in (detectors if c == "face-box" else ("haar",))]
+        for crop, detector in runs:
             labels: dict[str, list[str]] = {}
-            for r in predict_paths(predictor, paths, crop=crop):
+            t = time.perf_counter()
+            for r in predict_paths(predictor, paths, crop=crop, detector=detector):
                 labels.setdefault(Path(r.input).name, []).append(r.label if r.status == "ok" else None)
             same = found = 0
             for i, p in enumerate(paths):
                 got = [x for x in labels.get(p.name, []) if x is not None]
                 found += bool(got)
                 same += bool(got) and got[0] == predictor.classes[direct[i]]
-            out[crop] = {"agree": same / len(faces), "found": found / len(faces), "n": len(faces)}
+            out[f"{crop} ({detector})"] = {
+                "agree": same / len(faces), "found": found / len(faces), "n": len(faces),
+                "ms_per_photo": 1000 * (time.perf_counter() - t) / len(faces),
+            }  # fmt: skip
     return out
 
 
@@ -95,21 +106,25 @@ def main() -> None:
     ap.add_argument(
         "--seed", type=int, default=0, help="which CK+ faces and photos (0: the benchmark's draw)"
     )
+    ap.add_argument(
+        "--detectors", default="yunet+haar,yunet,haar", help="face detectors of the face-box crop, compared"
+    )
     args = ap.parse_args()
     faces = ck_faces(args.ckplus, args.n, args.seed)
     manifest = ExportManifest.read(args.export)
-    runs = {"as exported": agreement(args.export, faces, args.seed, "torch")}
+    detectors = tuple(args.detectors.split(","))
+    runs = {"as exported": agreement(args.export, faces, args.seed, "torch", detectors=detectors)}
     if manifest.tta_flip and manifest.tta_zooms:
         runs[f"TTA zooms {list(manifest.zooms)}"] = runs.pop("as exported")
         with tempfile.TemporaryDirectory() as d:
             runs["TTA mirror only"] = agreement(
-                mirror_only(args.export, Path(d) / "export"), faces, args.seed, "torch"
+                mirror_only(args.export, Path(d) / "export"), faces, args.seed, "torch", detectors=detectors
             )
     for views, result in runs.items():
         for crop, r in result.items():
             print(
-                f"{views:<28} {crop:<11} same class as the 48×48 crop: {r['agree']:.1%}  (face found in "
-                f"{r['found']:.1%} of {r['n']} photos)"
+                f"{views:<28} {crop:<20} same class as the 48×48 crop: {r['agree']:.1%}  (face found in "
+                f"{r['found']:.1%} of {r['n']} photos, {r['ms_per_photo']:.1f} ms a photo)"
             )
 
 

@@ -16,6 +16,7 @@ import pytest
 from data_pipeline import preprocess as pp
 from search.cli import main
 from search.serving import NO_FACE, face_box_crop, load_gray, predict_paths, preprocess_config
+from search.serving.predict import square_crop
 from tests.conftest import SHARED_DATA
 
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
@@ -42,10 +43,12 @@ def canvas(faces: list[np.ndarray], shift: int = 0) -> np.ndarray:
 
 
 def assert_boxes_near_pasted(boxes: list[list[int]], shift: int = 0) -> None:
+    """Each box centred on its pasted face, about its size (YuNet's box is narrower than Haar's square)."""
     assert len(boxes) == 2
     for (x, y, w, h), left in zip(sorted(boxes), LEFTS, strict=True):
-        assert abs(x - (left + shift)) <= 12 and abs(y - TOP) <= 12, (x, y, left + shift)
-        assert 0.8 * SIDE <= w <= 1.2 * SIDE and 0.8 * SIDE <= h <= 1.2 * SIDE, (w, h)
+        cx, cy = x + w / 2 - (left + shift + SIDE / 2), y + h / 2 - (TOP + SIDE / 2)
+        assert abs(cx) <= 12 and abs(cy) <= 12, (x, y, w, h, left + shift)
+        assert 0.7 * SIDE <= w <= 1.2 * SIDE and 0.8 * SIDE <= h <= 1.2 * SIDE, (w, h)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def test_detect_faces_finds_every_face_and_keeps_detect_face(ck_faces):
 def test_photo_gives_one_result_per_face_with_its_box(served, ck_faces, tmp_path):
     photo = tmp_path / "two.png"
     cv2.imwrite(str(photo), cv2.cvtColor(canvas(ck_faces), cv2.COLOR_GRAY2BGR))
-    results = list(predict_paths(served, [photo]))
+    results = list(predict_paths(served, [photo], detector="haar"))
     assert [r.input for r in results] == [str(photo)] * 2
     assert all(r.status == "ok" and r.label in CLASSES for r in results)
     assert_boxes_near_pasted([list(r.box) for r in results])
@@ -99,6 +102,29 @@ def test_photo_gives_one_result_per_face_with_its_box(served, ck_faces, tmp_path
     np.testing.assert_allclose(got, expected, atol=1e-5)
     whole = list(predict_paths(served, [photo], roi=False))
     assert len(whole) == 1 and whole[0].box == (0, 0, 320, 240) and whole[0].roi is None
+
+
+def test_yunet_finds_each_face_by_its_landmarks_and_crops_fer2013s_square(served, ck_faces, tmp_path):
+    if pp.default_detector() == "haar":
+        pytest.skip("yuface (YuNet) is not installed here")
+    gray = canvas(ck_faces)
+    faces = sorted(pp.find_faces(gray, "yunet"), key=lambda f: f.box)
+    assert len(faces) == 2 and all(f.detector == "yunet" for f in faces)
+    for f, left in zip(faces, LEFTS, strict=True):
+        x, y, side, _ = f.square  # FER2013's square about the landmarks lies on the pasted face's square
+        assert max(abs(x - left), abs(y - TOP), abs(side - SIDE)) <= 0.12 * SIDE, (f.square, left)
+        (rx, ry), (lx, ly), nose, right_mouth, left_mouth = f.landmarks
+        assert rx < nose[0] < lx and max(ry, ly) < nose[1] < min(right_mouth[1], left_mouth[1])
+    photo = tmp_path / "two.png"
+    cv2.imwrite(str(photo), gray)
+    results = list(predict_paths(served, [photo], detector="yunet"))
+    assert [r.box for r in results] == [f.box for f in faces]
+    cfg = preprocess_config(None)
+    expected = served.predict_proba(np.stack([pp.finish(square_crop(gray, f.square)[0], cfg) for f in faces]))
+    got = np.array([[r.probabilities[c] for c in CLASSES] for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    noise = np.random.default_rng(1).integers(0, 256, (200, 200), dtype=np.uint8)
+    assert pp.find_faces(noise, "yunet") == []
 
 
 def test_small_faces_and_csv_rows_go_straight_through(served, ck_faces, tmp_path):
@@ -144,7 +170,7 @@ def test_jpeg_exif_orientation_is_honoured(tmp_path):
 
 
 def test_video_frames_are_sampled_named_and_timed(served, clip):
-    results = list(predict_paths(served, [clip], every=3))
+    results = list(predict_paths(served, [clip], every=3, detector="haar"))
     frames = [r.frame for r in results]
     assert frames == [0, 0, 3, 3, 6, 6, 9, 9]
     assert [r.input for r in results[::2]] == [f"{clip}#frame={i}" for i in (0, 3, 6, 9)]

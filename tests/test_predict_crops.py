@@ -51,11 +51,19 @@ def test_faces_in_photos_get_the_class_of_their_48px_crop(tmp_path):
         pytest.skip(f"real FER2013 and CK+ not found under {SHARED_DATA}")
     export = fer2013_export(tmp_path)
     faces = ck_faces(CKPLUS, 200)
-    result = agreement(export, faces)
-    mirror = agreement(mirror_only(export, tmp_path / "mirror"), faces, crops=("face-box",))["face-box"]
-    face_box, roi = result["face-box"], result["eyes-mouth"]
+    result = agreement(export, faces, detectors=("yunet+haar", "haar"))
+    mirror = agreement(mirror_only(export, tmp_path / "mirror"), faces, crops=("face-box",))
+    mirror = mirror["face-box (haar)"]
+    face_box, roi, yunet = (
+        result["face-box (haar)"],
+        result["eyes-mouth (haar)"],
+        result["face-box (yunet+haar)"],
+    )
     print(f"crop agreement: {result}, mirror-only TTA: {mirror}")  # pytest -s shows the figures
-    assert face_box["found"] >= 0.95, result
+    assert face_box["found"] >= 0.95 and yunet["found"] >= 0.95, result
+    # YuNet's faces framed by both detectors: 90.5% against Haar's 90.0% here (pytest -s); not worse by
+    # more than a few faces of 200 wherever the 1-epoch model's floats land
+    assert yunet["agree"] >= face_box["agree"] - 0.02, result
     # the issue asks 95%; agreement rises with the model. This 1-epoch model (pytest -s): 91.0% with TTA's
     # zooms, 88.0% with the mirror alone, 68.0% through the eyes-to-mouth ROI served before; a 15-minute
     # fersearch export: 93.0% (README, Predict)

@@ -27,18 +27,25 @@ import cv2
 import numpy as np
 
 from data_pipeline.config import PreprocessConfig
-from data_pipeline.preprocess import decode_image, detect_faces, face_rois, finish, image_format, wants_roi
+from data_pipeline.preprocess import (
+    DETECTORS,
+    FACE_BOX_SCALE,
+    decode_image,
+    face_rois,
+    find_faces,
+    finish,
+    image_format,
+    square_about,
+    wants_roi,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
-NO_FACE = "no face found by the Viola-Jones detector"
+NO_FACE = "no face found by the face detector"
 SIDE = 48
 MIN_SIDE = 16  # below this a picture cannot hold a recognisable face (FER2013 faces are 48 px)
 STATUSES = ("ok", "no_face", "error", "skipped")
 CROPS = ("face-box", "eyes-mouth")
-# FER2013's framing: on 599 of its images (every 60th row) the Viola-Jones box spans a median 0.979 of
-# the image side, centred; so a FER2013-like crop is the detected box scaled by 1 / 0.979.
-FACE_BOX_SCALE = 1.02
 
 Box = tuple[int, int, int, int]
 
@@ -114,8 +121,8 @@ def csv_header(classes: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class _Item:
-    """A 48×48 image to classify, or the result an input ends with instead."""
+class Item:
+    """A 48×48 image to classify, or the result an input ends with instead (``image`` None)."""
 
     input: str
     image: np.ndarray | None = None
@@ -172,12 +179,16 @@ def crop_of(preprocessing: dict | None) -> str:
 
 
 def face_box_crop(gray: np.ndarray, box: Box, scale: float = FACE_BOX_SCALE) -> tuple[np.ndarray, Box]:
-    """A FER2013-like crop of one detected face: the square of ``scale`` × the box's side about its
-    centre (edges replicated where it leaves the image), and that square clipped to the image."""
-    h, w = gray.shape
+    """A FER2013-like crop of one Haar box: the square of ``scale`` × the box's side about its centre."""
     x, y, bw, bh = box
-    side = max(1, round(max(bw, bh) * scale))
-    x0, y0 = round(x + bw / 2 - side / 2), round(y + bh / 2 - side / 2)
+    return square_crop(gray, square_about(x + bw / 2, y + bh / 2, max(bw, bh) * scale))
+
+
+def square_crop(gray: np.ndarray, square: Box) -> tuple[np.ndarray, Box]:
+    """The pixels of a square (x, y, side, side), edges replicated where it leaves the image, and that
+    square clipped to the image."""
+    h, w = gray.shape
+    x0, y0, side, _ = square
     pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
     src = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
     crop = src[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
@@ -186,7 +197,7 @@ def face_box_crop(gray: np.ndarray, box: Box, scale: float = FACE_BOX_SCALE) -> 
 
 
 def faces(
-    gray: np.ndarray, cfg: PreprocessConfig, crop: str = "face-box"
+    gray: np.ndarray, cfg: PreprocessConfig, crop: str = "face-box", detector: str | None = None
 ) -> list[tuple[np.ndarray, Box, Box | None]]:
     """(48×48 image, face box, crop box | None) for each face of one grayscale image, in reading order,
     cropped as the export's training images were (``crop``, see :func:`crop_of`); the whole image (box =
@@ -197,41 +208,71 @@ def faces(
     if crop == "eyes-mouth":
         return [(finish(f.crop, cfg), f.box, f.roi) for f in face_rois(gray, cfg.roi_margin)]
     out = []
-    for box in sorted(detect_faces(gray)):
+    for face in sorted(find_faces(gray, detector), key=lambda f: f.box):
+        box = face.box
         x0, y0 = min(max(0, box[0]), w - 1), min(max(0, box[1]), h - 1)
         clipped = (x0, y0, max(1, min(w, box[0] + box[2]) - x0), max(1, min(h, box[1] + box[3]) - y0))
-        image, roi = face_box_crop(gray, box)
+        image, roi = square_crop(gray, face.square)
         out.append((finish(image, cfg), clipped, roi))
     return out
 
 
-def _image_items(name: str, gray: np.ndarray, cfg: PreprocessConfig, crop: str, **where) -> Iterator[_Item]:
+def image_items(
+    name: str, gray: np.ndarray, cfg: PreprocessConfig, crop: str, detector: str | None = None, **where
+) -> Iterator[Item]:
+    """The faces of one decoded image as ``predict`` and ``serve`` both classify them, or one item saying
+    why it has none (too small to hold a face, no face found)."""
     h, w = gray.shape
     if min(h, w) < MIN_SIDE:
         why = f"{name}: image is {w}×{h} px, too small to hold a face (needs at least {MIN_SIDE} px a side)"
-        yield _Item(name, status="error", error=why, **where)
+        yield Item(name, status="error", error=why, **where)
         return
-    found = faces(gray, cfg, crop)
+    found = faces(gray, cfg, crop, detector)
     if not found:
-        yield _Item(name, status="no_face", error=NO_FACE, **where)
+        yield Item(name, status="no_face", error=NO_FACE, **where)
     for image, box, roi in found:
-        yield _Item(name, image, box, roi, **where)
+        yield Item(name, image, box, roi, **where)
 
 
 def load_gray(path: Path) -> np.ndarray:
-    """An image file → 8-bit grayscale (any size), decoded like the data pipeline does (JPEGs also turned
-    upright by their EXIF orientation: phone photos are often stored sideways)."""
+    """An image file → 8-bit grayscale (any size), decoded as :func:`decode_upload` does."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"{path}: not a readable image ({e.strerror or e})") from e
-    if data[:2] == b"\xff\xd8":  # JPEG: turn it upright by its EXIF orientation, as image viewers do
+    return decode_upload(data, str(path))
+
+
+def truncated_jpeg(data: bytes) -> str | None:
+    """Why a JPEG's data stops short, or None. OpenCV decodes a truncated JPEG without an error (the
+    missing rows grey), so a cut upload would be classified as a face half grey; Pillow's decoder says
+    how many bytes it lacked."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    try:
+        with Image.open(BytesIO(data)) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
+def decode_upload(data: bytes, name: str) -> np.ndarray:
+    """Encoded image bytes → 8-bit grayscale (any size), the one decoding of ``predict`` and ``serve``;
+    JPEGs are turned upright by their EXIF orientation (phone photos are often stored sideways) and
+    refused when truncated. Raises ``InputError`` naming ``name`` and what is wrong."""
+    if data[:2] == b"\xff\xd8":
+        cut = truncated_jpeg(data)
+        if cut:
+            raise InputError(f"{name}: truncated or damaged JPEG ({cut})")
         upright = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if upright is not None and upright.size:
             return cv2.cvtColor(upright, cv2.COLOR_BGR2GRAY)
     img, reason = decode_image(data)
     if img is None:
-        raise InputError(f"{path}: not a readable image ({reason})")
+        raise InputError(f"{name}: not a readable image ({reason})")
     return img
 
 
@@ -329,39 +370,54 @@ def _kind(p: Path) -> str:
 
 
 def _items(
-    paths: Iterable[str | Path], cfg: PreprocessConfig, crop: str, every: int | None
-) -> Iterator[_Item]:
+    paths: Iterable[str | Path], cfg: PreprocessConfig, crop: str, every: int | None, detector: str | None
+) -> Iterator[Item]:
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(f for f in p.rglob("*") if f.is_file()):
-                yield from _file_items(f, cfg, crop, every)
+                yield from _file_items(f, cfg, crop, every, detector)
         elif p.is_file():
-            yield from _file_items(p, cfg, crop, every)
+            yield from _file_items(p, cfg, crop, every, detector)
         else:
-            yield _Item(str(p), status="error", error=f"{p}: no such file or directory")
+            yield Item(str(p), status="error", error=f"{p}: no such file or directory")
 
 
-def _file_items(p: Path, cfg: PreprocessConfig, crop: str, every: int | None) -> Iterator[_Item]:
+def _file_items(
+    p: Path, cfg: PreprocessConfig, crop: str, every: int | None, detector: str | None
+) -> Iterator[Item]:
     kind = _kind(p)
     if kind == "skip":
         what = "a hidden file" if p.name.startswith(".") else f"{p.suffix or 'no extension'}, no image format"
         why = f"{p}: not an image, video or CSV ({what})"
-        yield _Item(str(p), status="skipped", error=why)
+        yield Item(str(p), status="skipped", error=why)
         return
     try:
         if kind == "csv":
             for name, row in iter_csv(p):
                 if isinstance(row, InputError):
-                    yield _Item(name, status="error", error=str(row))
+                    yield Item(name, status="error", error=str(row))
                 else:
-                    yield from _image_items(name, row, cfg, crop)
+                    yield from image_items(name, row, cfg, crop, detector)
         elif kind == "video":
             for index, t, gray in iter_video(p, every):
-                yield from _image_items(f"{p}#frame={index}", gray, cfg, crop, frame=index, time=t)
+                yield from image_items(f"{p}#frame={index}", gray, cfg, crop, detector, frame=index, time=t)
         else:
-            yield from _image_items(str(p), load_gray(p), cfg, crop)
+            yield from image_items(str(p), load_gray(p), cfg, crop, detector)
     except InputError as e:
-        yield _Item(str(p), status="error", error=str(e))
+        yield Item(str(p), status="error", error=str(e))
+
+
+def result_of(item: Item, probs: np.ndarray | None, classes: list[str]) -> Result:
+    """The record of one item: its class and probabilities (``probs``), or the reason it has none."""
+    where = {"box": item.box, "roi": item.roi, "frame": item.frame, "time": item.time}
+    if item.image is None or probs is None:
+        return Result(item.input, status=item.status, error=item.error, **where)
+    return Result(
+        item.input,
+        label=classes[int(probs.argmax())],
+        probabilities={c: float(v) for c, v in zip(classes, probs, strict=True)},
+        **where,
+    )
 
 
 def predict_paths(
@@ -372,6 +428,7 @@ def predict_paths(
     every: int | None = None,
     batch_size: int = 256,
     crop: str | None = None,
+    detector: str | None = None,
 ) -> Iterator[Result]:
     """Classify image files, folders (recursive), Kaggle CSVs (.csv/.csv.gz) and videos (.mp4 .avi .mov
     .mkv .webm), yielding results in input order: one per face, one ``no_face`` result per image or frame
@@ -382,6 +439,8 @@ def predict_paths(
     ``roi``: see ``preprocess_config`` (True: as the export records, else ``auto``). ``every``: classify
     every N-th video frame (default: one frame per second). Batches of ``batch_size`` faces. ``crop``:
     ``face-box`` or ``eyes-mouth`` (default: as the export's training images were, :func:`crop_of`).
+    ``detector``: the face-box crop's face detector, ``yunet`` or ``haar`` (default:
+    ``data_pipeline.preprocess.default_detector``); the eyes-mouth crop is Haar's eyes and mouth.
     """
     manifest = getattr(predictor, "manifest", None)  # ExportManifest of a Predictor; a stand-in may have none
     recorded = manifest.preprocessing if manifest is not None else None
@@ -391,28 +450,23 @@ def predict_paths(
         raise InputError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
     if every is not None and every < 1:
         raise InputError(f"every must be ≥ 1, got {every}")
+    if detector is not None and detector not in DETECTORS:
+        raise InputError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
     classes = list(predictor.classes)
-    pending: list[_Item] = []
+    pending: list[Item] = []
     waiting = 0
 
     def flush() -> Iterator[Result]:
         images = [it.image for it in pending if it.image is not None]
         probs = iter(predictor.predict_proba(np.stack(images)) if images else ())
         for it in pending:
-            where = {"box": it.box, "roi": it.roi, "frame": it.frame, "time": it.time}
             if it.image is None:
-                yield Result(it.input, status=it.status, error=it.error, **where)
+                yield result_of(it, None, classes)
                 continue
-            p = next(probs)
-            yield Result(
-                it.input,
-                label=classes[int(p.argmax())],
-                probabilities={c: float(v) for c, v in zip(classes, p, strict=True)},
-                **where,
-            )
+            yield result_of(it, next(probs), classes)
         pending.clear()
 
-    for item in _items(paths, cfg, crop, every):
+    for item in _items(paths, cfg, crop, every, detector):
         pending.append(item)
         waiting += item.image is not None
         if waiting >= batch_size:
@@ -430,14 +484,19 @@ __all__ = [
     "STATUSES",
     "VIDEO_SUFFIXES",
     "InputError",
+    "Item",
     "Result",
     "crop_of",
     "csv_header",
+    "decode_upload",
     "face_box_crop",
     "faces",
+    "square_crop",
     "iter_csv",
+    "image_items",
     "iter_video",
     "load_gray",
     "predict_paths",
     "preprocess_config",
+    "result_of",
 ]
