@@ -219,7 +219,10 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         if writer:
             writer.writerow(csv_header(predictor.classes))
-        for result in predict_paths(predictor, args.inputs, roi=roi, every=args.every, crop=args.crop):
+        found = predict_paths(
+            predictor, args.inputs, roi=roi, every=args.every, crop=args.crop, detector=args.detector
+        )
+        for result in found:
             counts[result.status] += 1
             if result.status in ("error", "skipped"):
                 print(f"{result.status}: {result.error}", file=sys.stderr)
@@ -241,6 +244,70 @@ def _predict(args: argparse.Namespace) -> int:
     if args.strict and sum(counts.values()) > counts["ok"]:
         return 1
     return 1 if counts["error"] or not counts["ok"] else 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from search.serving import DistillError, DistillOptions, distill
+
+    try:
+        temperatures = tuple(float(t) for t in args.temperature.split(","))
+    except ValueError:
+        raise DistillError(
+            f"--temperature must be numbers separated by commas, got {args.temperature!r}"
+        ) from None
+    options = DistillOptions(
+        arch=args.arch, budget_s=60 * args.budget_min, temperatures=temperatures, seed=args.seed,
+    )  # fmt: skip
+    result = distill(args.source, options, out=args.out, data=args.data)
+    tried = ", ".join(
+        f"T={r['temperature']:g}: {r['public_acc']:.4f} @{r['epoch']}/{r['epochs']}" for r in result.tried
+    )
+    print(
+        f"fersearch distill: {result.arch} student at T={result.temperature:g}, epoch {result.epoch}: "
+        f"PublicTest {result.public_acc:.4f} (teacher {result.teacher_public_acc:.4f}; tried {tried}) "
+        f"→ {result.export_dir}"
+    )
+    return 0
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Deploy the export on Ray Serve and serve until Ctrl-C (or SIGTERM), then shut Serve down."""
+    import signal
+    import tempfile
+
+    from search.serving import ServeOptions, ensure_port_free, verify_export
+    from search.serving.serve import start, stop
+    from search.tuning import init_ray, route_logs
+
+    verify_export(args.export_dir)  # a damaged export is one line here, not a replica's traceback
+    roi = False if args.no_roi else (args.roi or True)
+    options = ServeOptions(
+        host=args.host, port=args.port, replicas=args.replicas, max_batch=args.max_batch,
+        max_bytes=int(args.max_mb * 2**20), roi=roi, crop=args.crop, detector=args.detector,
+    )  # fmt: skip
+    options.check()
+    ensure_port_free(options.host, options.port)  # before Ray starts: its proxy would fail out of sight
+    route_logs(Path(tempfile.gettempdir()) / "fersearch-serve")
+    init_ray(args.address)
+    url = start(args.export_dir, options)
+    print(
+        f"fersearch serve: {args.export_dir} at {url} (POST /predict, GET /healthz, GET /model); "
+        f"{options.replicas} replica(s), batches of up to {options.max_batch}; Ctrl-C stops",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("fersearch serve: stopping", file=sys.stderr)
+    finally:
+        stop()
+    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -318,6 +385,15 @@ EXAMPLES = {
     "portfolio": """examples:
   fersearch portfolio build runs/run-1 runs/run-2 benchmarks/results/recipe_race.json \\
       benchmarks/results/budget_race.json""",
+    "distill": """examples:
+  fersearch distill runs/run-1                    # student of runs/run-1/export → runs/run-1/student
+  fersearch distill runs/run-1/export --data runs/run-1/data --arch convnet4 --budget-min 5 \\
+      --temperature 2,4""",
+    "serve": """examples:
+  fersearch serve runs/s1/export                  # http://127.0.0.1:8000, one replica
+  curl -s --data-binary @face.png -H 'Content-Type: image/png' http://127.0.0.1:8000/predict
+  curl -s -F image=@photo.jpg http://127.0.0.1:8000/predict
+  fersearch serve runs/s1/export --host 0.0.0.0 --replicas 2 --address auto""",
     "predict": """examples:
   fersearch predict runs/s1/export photo.jpg faces/ clip.mp4 --out results.csv --format csv""",
 }
@@ -429,11 +505,57 @@ def build_parser() -> argparse.ArgumentParser:
         "eyes-mouth = paper 000's ROI; default: as the export records its training crops",
     )
     pd.add_argument(
+        "--detector",
+        choices=["yunet+haar", "yunet", "haar"],
+        help="face detector of the face-box crop: yunet = landmark-based (eyes, nose, mouth), haar = "
+        "Viola-Jones, yunet+haar = YuNet's faces framed by both; default: yunet+haar where YuNet's wheel "
+        "(yuface) is installed, else haar",
+    )
+    pd.add_argument(
         "--strict",
         action="store_true",
         help="exit 1 when any input is not classified (no face, error or skipped), not only on errors",
     )
     pd.set_defaults(func=_predict)
+
+    di = sub.add_parser(
+        "distill", help="compress an exported ensemble into one fast student net", epilog=EXAMPLES["distill"]
+    )
+    di.add_argument("source", help="a run directory (export/ and data/ inside) or an export directory")
+    di.add_argument("--data", help="prepared data directory (default: the run's data/)")
+    di.add_argument("--arch", help="student architecture (default: the export's best single member's)")
+    di.add_argument("--budget-min", type=float, default=10.0, help="training time for the student(s)")
+    di.add_argument(
+        "--temperature", default="2,4", help="softening temperature(s), comma-separated: PublicTest picks one"
+    )
+    di.add_argument("--seed", type=int, default=0)
+    di.add_argument("--out", help="student export directory (default: beside the teacher's, student/)")
+    di.set_defaults(func=_distill)
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve an export over HTTP on Ray Serve: POST /predict, GET /healthz, GET /model",
+        epilog=EXAMPLES["serve"],
+    )
+    sv.add_argument("export_dir")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--replicas", type=_positive_int, default=1, help="replicas sharing this node's CPUs")
+    sv.add_argument(
+        "--max-batch", type=_positive_int, default=32,
+        help="faces of concurrent requests classified in one call (a replica holds twice as many requests)",
+    )  # fmt: skip
+    sv.add_argument("--max-mb", type=float, default=10.0, help="largest image a request may send, in MiB")
+    sroi = sv.add_mutually_exclusive_group()
+    sroi.add_argument("--roi", choices=["auto", "face", "none"], help="face ROI as `predict` takes it")
+    sroi.add_argument("--no-roi", action="store_true", help="classify each whole image resized")
+    sv.add_argument("--crop", choices=["face-box", "eyes-mouth"], help="as `predict` takes it")
+    sv.add_argument("--detector", choices=["yunet+haar", "yunet", "haar"], help="as `predict` takes it")
+    sv.add_argument("--address", help="deploy on a running Ray cluster (auto, host:6379) instead of local")
+    sout = sv.add_mutually_exclusive_group()
+    sout.add_argument("--verbose", action="store_true", help="also show Ray Serve's own logs")
+    sout.add_argument("--quiet", action="store_true", help="no progress lines")
+    sv.set_defaults(func=_serve)
     return p
 
 
@@ -444,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
 
         set_mode("verbose" if args.verbose else "quiet" if args.quiet else "normal")
     from data_pipeline.fer2013 import DataError
-    from search.serving import ExportError, InputError
+    from search.serving import DistillError, ExportError, InputError, ServeError
     from search.spec import PortfolioError, PreflightError, SpecError
     from search.tuning import SearchFailed
 
@@ -452,10 +574,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (
         DataError,
+        DistillError,
         ExportError,
         InputError,
         PortfolioError,
         PreflightError,
+        ServeError,
         SpecError,
         FileNotFoundError,
     ) as e:

@@ -100,6 +100,9 @@ class ExportManifest:
     metrics: dict = field(default_factory=dict)
     data_manifest_sha256: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    #: a student of ``fersearch distill``: True, and ``teacher`` the sha256 of its teacher's manifest.json
+    distilled: bool = False
+    teacher: str | None = None
     files: dict[str, str]
 
     @classmethod
@@ -141,6 +144,8 @@ class ExportManifest:
             del out["tta_zooms"]
         else:
             out["tta_zooms"] = list(self.tta_zooms)
+        if not self.distilled:  # an ensemble's manifest reads as it did before students existed
+            del out["distilled"], out["teacher"]
         return {**out, "classes": list(self.classes), "members": [m.to_dict() for m in self.members]}
 
     @property
@@ -174,6 +179,8 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "metrics": dict,
     "data_manifest_sha256": str,
     "versions": dict,
+    "distilled": bool,
+    "teacher": str,
 }
 
 
@@ -276,9 +283,11 @@ def export_ensemble(
     data_manifest: DataManifest | None = None,
     preprocessing: dict | None = None,
     onnx: bool = True,
+    teacher: str | None = None,
 ) -> Path:
     """Write ``ensemble``'s members (of ``candidates``) to ``out_dir`` (replaced if it exists), with flip
-    TTA inside the graph when the ensemble was chosen with it; returns the directory."""
+    TTA inside the graph when the ensemble was chosen with it; returns the directory. ``teacher``: the
+    export a distilled student learned from (its manifest's sha256)."""
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -310,6 +319,8 @@ def export_ensemble(
         metrics=metrics,
         data_manifest_sha256=data_manifest.sha256() if data_manifest else None,
         versions=_versions(),
+        distilled=teacher is not None,
+        teacher=teacher,
         files={f: _sha256(out / f) for f in files},
     ).write(out)
     return out
@@ -385,17 +396,22 @@ def verify_export(root: str | Path) -> ExportManifest:
 class Predictor:
     """Loads an export directory (safetensors / ONNX only) and returns ensemble probabilities."""
 
-    def __init__(self, manifest: ExportManifest, root: Path, backend: str) -> None:
+    def __init__(
+        self, manifest: ExportManifest, root: Path, backend: str, threads: int | None = None
+    ) -> None:
         self.manifest = manifest
         self.root = root
         self.classes: list[str] = list(manifest.classes)
         self.backend = backend
+        self.threads = threads
         self._session = None
         self._net: EnsembleNet | None = None
 
     @classmethod
-    def from_dir(cls, path: str | Path, backend: str = "auto") -> Predictor:
+    def from_dir(cls, path: str | Path, backend: str = "auto", threads: int | None = None) -> Predictor:
         """``backend``: ``onnx`` (ONNX Runtime), ``torch``, or ``auto`` (ONNX Runtime when available).
+        ``threads``: ONNX Runtime's intra-op threads (default: its own, every core), so replicas side by
+        side do not oversubscribe the cores.
 
         The export is verified whole first (:func:`verify_export`), so a damaged one fails with one
         ``ExportError`` naming the file instead of a loader's traceback."""
@@ -413,7 +429,7 @@ class Predictor:
             raise ValueError(f"backend must be auto, onnx or torch, got {backend!r}")
         if backend == "onnx" and not has_onnx:
             raise ExportError(f"{root}: no {ONNX_FILE} in this export")
-        predictor = cls(manifest, root, backend)
+        predictor = cls(manifest, root, backend, threads)
         predictor._load()
         return predictor
 
@@ -423,6 +439,9 @@ class Predictor:
 
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
+            if self.threads:
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
             path = self.root / ONNX_FILE
             try:
                 self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -171,6 +171,9 @@ def train_one_epoch(
     order: np.ndarray | None = None,
     precision: str = "fp32",
     augment_kind: str = "affine",
+    soft: np.ndarray | None = None,
+    soft_weight: float = 0.0,
+    temperature: float = 1.0,
 ) -> float:
     """One shuffled pass with on-batch augmentation (``augment_kind`` at ``strength``, :func:`augment`);
     ``sched`` (if any) steps per batch. Returns the mean loss; a non-finite loss raises FloatingPointError
@@ -178,7 +181,10 @@ def train_one_epoch(
     instead of a permutation of all of ``x``. ``precision`` ``bf16`` runs the forward pass under bfloat16
     autocast; weights, loss and evaluation stay float32. Its speed is the CPU's: +20% images/s for
     mini_xception on one thread of a CPU with bfloat16 instructions, 17x slower on an AVX2-only EPYC
-    (measured) -- hence ``precision: auto`` (:func:`choose_precision`)."""
+    (measured) -- hence ``precision: auto`` (:func:`choose_precision`). ``soft``: a teacher's probabilities
+    per image, already tempered at ``temperature`` (``fersearch distill``): the loss is then
+    ``soft_weight`` × T² × KL(teacher ‖ student at T) + (1 − ``soft_weight``) × the hard labels' (Hinton et
+    al. 2015); a mirror-invariant teacher (TTA with the mirror) fits the flipped images as well."""
     model.train()
     order = rng.permutation(len(x)) if order is None else order
     total = 0.0
@@ -189,6 +195,10 @@ def train_one_epoch(
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(xb)
         loss = F.cross_entropy(logits.float(), yb, weight=weight, label_smoothing=smoothing)
+        if soft is not None and soft_weight > 0:
+            student = F.log_softmax(logits.float() / temperature, dim=1)
+            kd = F.kl_div(student, torch.from_numpy(soft[idx]).to(device), reduction="batchmean")
+            loss = (1 - soft_weight) * loss + soft_weight * temperature**2 * kd
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged: loss is {loss.item()} at step {i // batch_size}")
         opt.zero_grad(set_to_none=True)

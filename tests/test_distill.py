@@ -1,0 +1,72 @@
+"""``fersearch distill`` on the session's demo run (real Ray search, real export, synthetic faces): the
+student is an ordinary export that ``predict`` loads, its manifest names its teacher, PublicTest alone
+chose it, and bad input is one line."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data_pipeline.dataset import load_split
+from search.cli import main
+from search.serving import DistillOptions, ExportManifest, Predictor, distill, predict_paths
+from search.serving.distill import tempered
+
+
+def test_tempered_targets_soften_and_keep_the_order():
+    p = np.array([[0.7, 0.2, 0.1]], np.float32)
+    t1, t4 = tempered(p, 1.0), tempered(p, 4.0)
+    np.testing.assert_allclose(t1, p, atol=1e-6)
+    assert np.argsort(t4[0]).tolist() == np.argsort(p[0]).tolist() and t4[0].max() < p[0].max()
+    np.testing.assert_allclose(t4.sum(1), 1, atol=1e-6)
+
+
+def test_student_of_a_run_exports_loads_in_predict_and_names_its_teacher(demo_run, tmp_path):
+    assert demo_run.code == 0
+    out = tmp_path / "student"
+    result = distill(demo_run.dir, DistillOptions(budget_s=15, temperatures=(1.0, 3.0), threads=2), out=out)
+    manifest = ExportManifest.read(out)
+    teacher = hashlib.sha256((demo_run.dir / "export" / "manifest.json").read_bytes()).hexdigest()
+    assert manifest.distilled and manifest.teacher == teacher
+    assert len(manifest.members) == 1 and not manifest.tta_flip and manifest.members[0].arch == result.arch
+    assert [r["temperature"] for r in result.tried] == [1.0, 3.0] and result.epoch >= 1
+    assert result.public_acc == max(r["public_acc"] for r in result.tried)
+    # the exported student scores PublicTest as the chosen epoch did (ONNX against torch: same argmax)
+    x, y = load_split(demo_run.dir / "data", "PublicTest")
+    student = Predictor.from_dir(out)
+    assert abs(float(np.mean(student.predict_proba(x).argmax(1) == y)) - result.public_acc) <= 0.01
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), x[0])
+    (record,) = predict_paths(student, [face])
+    assert record.status == "ok" and record.label in manifest.classes
+
+
+def test_distill_reads_no_privatetest():
+    source = (Path(__file__).parents[1] / "search" / "serving" / "distill.py").read_text()
+    strings = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)}
+    assert not any(isinstance(s, str) and "PrivateTest" in s for s in strings)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--arch", "no_such_net"], "--arch 'no_such_net' is not a registered model"),
+        (["--temperature", "0"], "--temperature must be > 0"),
+        (["--temperature", "warm"], "--temperature must be numbers"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(demo_run, capsys, argv, words):
+    assert main(["distill", str(demo_run.dir), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fersearch: error:") and words in err[0], err
+
+
+def test_a_directory_without_an_export_is_one_line(tmp_path, capsys):
+    assert main(["distill", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "neither an export nor a run directory" in err[0], err
