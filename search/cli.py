@@ -212,7 +212,7 @@ def _predict(args: argparse.Namespace) -> int:
     from search.serving import STATUSES, Predictor, csv_header, predict_paths
 
     predictor = Predictor.from_dir(args.export_dir)
-    roi = False if args.no_roi else (args.roi or True)
+    roi = _roi_arg(args)
     sink = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = csv.writer(sink, lineterminator="\n") if args.format == "csv" else None
     counts = dict.fromkeys(STATUSES, 0)
@@ -284,7 +284,7 @@ def _serve(args: argparse.Namespace) -> int:
     from search.tuning import init_ray, route_logs
 
     verify_export(args.export_dir)  # a damaged export is one line here, not a replica's traceback
-    roi = False if args.no_roi else (args.roi or True)
+    roi = _roi_arg(args)
     options = ServeOptions(
         host=args.host, port=args.port, replicas=args.replicas, max_batch=args.max_batch,
         max_bytes=int(args.max_mb * 2**20), roi=roi, crop=args.crop, detector=args.detector,
@@ -350,6 +350,36 @@ def budget_flags(p: argparse.ArgumentParser) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--verbose", action="store_true", help="also show Ray's own status tables and logs")
     out.add_argument("--quiet", action="store_true", help="no progress lines (for scripts)")
+
+
+def _crop_flags(p: argparse.ArgumentParser) -> None:
+    """How photos become faces, one spelling on ``predict`` and ``serve``: ROI, crop, detector."""
+    roi = p.add_mutually_exclusive_group()
+    roi.add_argument(
+        "--roi",
+        choices=["auto", "face", "none"],
+        help="Viola-Jones face ROI: auto = on images whose shorter side exceeds 96 px; "
+        "default: as the export records, else auto",
+    )
+    roi.add_argument("--no-roi", action="store_true", help="classify each whole image resized (= --roi none)")
+    p.add_argument(
+        "--crop",
+        choices=["face-box", "eyes-mouth"],
+        help="how a found face is cropped: face-box = the detector's box with a FER2013-like margin, "
+        "eyes-mouth = paper 000's ROI; default: as the export records its training crops",
+    )
+    p.add_argument(
+        "--detector",
+        choices=["yunet+haar", "yunet", "haar"],
+        help="face detector of the face-box crop: yunet = landmark-based (eyes, nose, mouth), haar = "
+        "Viola-Jones, yunet+haar = YuNet's faces framed by both; default: yunet+haar where YuNet's wheel "
+        "(yuface) is installed, else haar",
+    )
+
+
+def _roi_arg(args: argparse.Namespace) -> bool | str:
+    """``--no-roi`` / ``--roi MODE`` as ``predict_paths`` and ``ServeOptions`` take it (True: as recorded)."""
+    return False if args.no_roi else (args.roi or True)
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -490,27 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="classify every N-th video frame (default: one frame per second of video)",
     )
-    roi = pd.add_mutually_exclusive_group()
-    roi.add_argument(
-        "--roi",
-        choices=["auto", "face", "none"],
-        help="Viola-Jones face ROI: auto = on images whose shorter side exceeds 96 px; "
-        "default: as the export records, else auto",
-    )
-    roi.add_argument("--no-roi", action="store_true", help="classify each whole image resized (= --roi none)")
-    pd.add_argument(
-        "--crop",
-        choices=["face-box", "eyes-mouth"],
-        help="how a found face is cropped: face-box = the detector's box with a FER2013-like margin, "
-        "eyes-mouth = paper 000's ROI; default: as the export records its training crops",
-    )
-    pd.add_argument(
-        "--detector",
-        choices=["yunet+haar", "yunet", "haar"],
-        help="face detector of the face-box crop: yunet = landmark-based (eyes, nose, mouth), haar = "
-        "Viola-Jones, yunet+haar = YuNet's faces framed by both; default: yunet+haar where YuNet's wheel "
-        "(yuface) is installed, else haar",
-    )
+    _crop_flags(pd)
     pd.add_argument(
         "--strict",
         action="store_true",
@@ -546,11 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="faces of concurrent requests classified in one call (a replica holds twice as many requests)",
     )  # fmt: skip
     sv.add_argument("--max-mb", type=float, default=10.0, help="largest image a request may send, in MiB")
-    sroi = sv.add_mutually_exclusive_group()
-    sroi.add_argument("--roi", choices=["auto", "face", "none"], help="face ROI as `predict` takes it")
-    sroi.add_argument("--no-roi", action="store_true", help="classify each whole image resized")
-    sv.add_argument("--crop", choices=["face-box", "eyes-mouth"], help="as `predict` takes it")
-    sv.add_argument("--detector", choices=["yunet+haar", "yunet", "haar"], help="as `predict` takes it")
+    _crop_flags(sv)
     sv.add_argument("--address", help="deploy on a running Ray cluster (auto, host:6379) instead of local")
     sout = sv.add_mutually_exclusive_group()
     sout.add_argument("--verbose", action="store_true", help="also show Ray Serve's own logs")
