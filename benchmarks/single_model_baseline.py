@@ -44,18 +44,19 @@ def train_loop(
     smoothing: float = 0.0,
     precision: str = "fp32",
     batch_size: int = 64,
+    arch: str = "mini_xception",
 ) -> tuple[torch.nn.Module, dict]:
     """The plain loop: train for ``minutes`` of wall time (cosine on elapsed time); returns the model and
     what it did (epochs, wall seconds, the PublicTest accuracy it was chosen at). The defaults are the
     user's script; ``augment`` (``shift``: flip + 4-px shift, or a number: the trials' affine augmentation
-    at that strength), ``smoothing``, ``precision`` and ``batch_size`` let the recipe race
+    at that strength), ``smoothing``, ``precision``, ``batch_size`` and ``arch`` let the recipe race
     (``benchmarks/recipe_race.py``) vary one thing at a time on the same loop."""
     strength_kind = (1.0, "shift") if augment == "shift" else (float(augment), "affine")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     vx, vy = val
-    model = build_model("mini_xception", 7, 0.0)
+    model = build_model(arch, 7, 0.0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     budget = minutes * 60
     start = time.time()
@@ -109,6 +110,9 @@ def main() -> None:
     ap.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument(
+        "--arch", default="mini_xception", help="a registered model (the user's script: mini_xception)"
+    )
     ap.add_argument("--save", help="write PublicTest/PrivateTest probabilities (plain, mirrored) + JSON")
     ap.add_argument("--run", help="a fersearch run directory to compare against (reads its summary.json)")
     args = ap.parse_args()
@@ -135,6 +139,7 @@ def main() -> None:
         smoothing=args.smoothing,
         precision=args.precision,
         batch_size=args.batch_size,
+        arch=args.arch,
     )
     probs = {
         "PublicTest": predict_proba(model, vx),
@@ -143,7 +148,8 @@ def main() -> None:
         "PrivateTest_flip": predict_proba(model, np.ascontiguousarray(tx[:, :, ::-1])),
     }
     info.update(augment=args.augment, smoothing=args.smoothing, precision=args.precision,
-                batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed)  # fmt: skip
+                batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed,
+                arch=args.arch)  # fmt: skip
     _, ty = load_split(root, "PrivateTest")  # labels only now, for the final figure
     info["private_acc"] = float(np.mean(probs["PrivateTest"].argmax(1) == ty))
     if args.save:
@@ -153,7 +159,7 @@ def main() -> None:
             np.save(out / f"{name}.npy", p)
         (out / "result.json").write_text(json.dumps(info, indent=2) + "\n")
     print(
-        f"single mini_xception loop: {info['wall_s'] / 60:.1f} min, {info['epochs']:.1f} epochs, "
+        f"single {args.arch} loop: {info['wall_s'] / 60:.1f} min, {info['epochs']:.1f} epochs, "
         f"PublicTest {info['public_acc']:.4f}, PrivateTest {info['private_acc']:.4f}"
     )
     if args.run:
