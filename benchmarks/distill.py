@@ -33,7 +33,7 @@ RESULTS = Path(__file__).parent / "results" / "distill.json"
 def single_member(export: Path, out: Path) -> Path:
     """The export's best member (PublicTest accuracy, then weight) as an export of its own, no TTA."""
     manifest = ExportManifest.read(export)
-    best = max(manifest.members, key=lambda m: (m.val_acc or 0.0, m.weight))
+    best = manifest.best_member()
     ckpt = out.parent / ".single-weights"
     ckpt.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(export / best.file, ckpt / WEIGHTS_FILE)

@@ -62,6 +62,8 @@ def _connect(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from search.pipeline import format_summary, resolve_data, run
     from search.spec import check_data, demo_config, quick_config
     from search.tuning import route_logs
@@ -79,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = apply_overrides(args, base)
     if args.budget_min:  # on `run` the budget is the whole run's, planned (search/plan.py)
         cfg = cfg.replace(run_budget_s=args.budget_min * 60, time_budget_s=base.time_budget_s)
+    if args.distill:
+        cfg = cfg.replace(distill=dataclasses.replace(cfg.distill, enabled=True))
     result = run(source, out, cfg, started=started)
     print(format_summary(result))
     return 0
@@ -403,7 +407,8 @@ EXAMPLES = {
     "run": """examples:
   fersearch run                                   # embedded synthetic set (or ./data/fer2013.csv), seconds
   fersearch run --data fer2013.csv.gz             # quick preset: the whole run in 25 minutes
-  fersearch run --data fer2013.csv.gz --budget-min 60 --wandb offline""",
+  fersearch run --data fer2013.csv.gz --budget-min 60 --wandb offline
+  fersearch run --data fer2013.csv.gz --budget-min 40 --distill   # + one fast student of the ensemble""",
     "search": """examples:
   fersearch search search/spec/example.yaml --data fer2013.csv.gz --out runs/s1
   fersearch search --resume runs/s1               # finish an interrupted search exactly""",
@@ -452,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--preset", choices=["demo", "quick"],
         help="demo (seconds, synthetic data) or quick (25 min, real data); default: by the data found",
+    )  # fmt: skip
+    r.add_argument(
+        "--distill", action="store_true",
+        help="end with a student distilled from the exported ensemble (<out>/student) in a share of the "
+        "run's budget (distill.share, a quarter); its row joins the comparison and report with its latency",
     )  # fmt: skip
     budget_flags(r)
     r.set_defaults(func=_run)

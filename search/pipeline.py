@@ -10,20 +10,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data_pipeline import DataManifest
+from models import list_models
 from search.ensemble import (
     GREEDY,
     GREEDY_MERGE,
     MERGE_DIR,
+    STUDENT,
     Candidate,
     Row,
     WeightedEnsemble,
     compare,
     format_rows,
+    model_row,
     train_merge,
 )
 from search.reporting import write_report
-from search.serving import export_ensemble
-from search.spec import MergeConfig, SearchConfig, demo_config, quick_config
+from search.serving import DistillOptions, distill, export_ensemble
+from search.spec import DistillConfig, MergeConfig, SearchConfig, SpecError, demo_config, quick_config
 from search.trial import TRIAL_FILE, VAL_FILE, TrialCheckpoint, tta_label
 from search.tuning import ChanceLevel, SearchFailed, TrialRecord, count_states, search, trial_row
 
@@ -74,6 +77,7 @@ class ExportResult:
     chosen: WeightedEnsemble
     export_dir: Path
     report: Path
+    student: Path | None = None  # the distilled student's export, when one was asked for
 
 
 @dataclass(frozen=True)
@@ -168,10 +172,13 @@ def select_and_export(
     out: str | Path | None = None,
     merge: MergeConfig | None = None,
     bags: int = 0,
+    student: DistillConfig | None = None,
+    deadline: float | None = None,
 ) -> ExportResult:
     """Compare ensembling strategies over the top-k trials (and the merge net built from the best of
     them, unless ``merge.bases`` is 0) and export the greedy ensemble (± TTA, ± merge net) that scores
-    best on PublicTest."""
+    best on PublicTest. ``student`` (enabled): then distil the export into one net (``<root>/student``,
+    done by ``deadline`` when given) and add its row, with its latency, to the comparison and the report."""
     started = time.time()  # the report's wall time of this stage
     root = Path(search_dir).resolve()
     candidates = find_candidates(root, top_k)
@@ -206,10 +213,34 @@ def select_and_export(
         data_manifest=data,
         preprocessing=preprocessing_of(data),
     )
+    student_dir = None
+    if student is not None and student.enabled:
+        row, student_dir = distil_export(root, export_dir, student, deadline)
+        rows = [*rows, row]
     (root / "comparison.txt").write_text(format_rows(rows) + "\n")
     confusion = comparison.private_confusion[(pick.strategy, pick.tta)]
     report = write_report(root, rows, pick, confusion, started=started)
-    return ExportResult(candidates, rows, strategy, export_dir, report)
+    return ExportResult(candidates, rows, strategy, export_dir, report, student_dir)
+
+
+def distill_options(cfg: DistillConfig, budgeted: bool) -> DistillOptions:
+    """``fersearch distill``'s options for a run's student, checked (a bad ``distill.arch`` fails before the
+    search, not after it); under a run budget the deadline bounds its training instead of ``budget_s``."""
+    if cfg.arch is not None and cfg.arch not in list_models():
+        raise SpecError(f"distill.arch: {cfg.arch!r} is not a registered model: {', '.join(list_models())}")
+    budget_s = float("inf") if budgeted else cfg.budget_s
+    return DistillOptions(arch=cfg.arch, budget_s=budget_s, temperatures=tuple(cfg.temperatures))
+
+
+def distil_export(
+    root: Path, export_dir: Path, cfg: DistillConfig, deadline: float | None
+) -> tuple[Row, Path]:
+    """The exported ensemble distilled into one student (``fersearch distill``) and its comparison row."""
+    options = distill_options(cfg, deadline is not None)
+    print(f"distil: the exported ensemble into one {cfg.arch or 'best-member architecture'} student")
+    result = distill(export_dir, options, out=root / "student", data=root / "data", deadline=deadline)
+    name = f"student-T{result.temperature:g}@{result.epoch}"
+    return model_row(STUDENT, name, result.model, root / "data"), result.export_dir
 
 
 def run(
@@ -229,10 +260,14 @@ def run(
     if cfg is None:
         cfg = demo_config() if synthetic else quick_config()
     deadline = start + cfg.run_budget_s if cfg.run_budget_s else None
+    distil = cfg.distill.enabled
+    if distil:
+        distill_options(cfg.distill, deadline is not None)
+    search_deadline = deadline - cfg.distill.share * cfg.run_budget_s if deadline and distil else deadline
 
     print(f"[1/2] search ({cfg.name})")
     try:
-        searched = search(cfg, csv_path, out, deadline=deadline)
+        searched = search(cfg, csv_path, out, deadline=search_deadline)
     except SearchFailed as e:
         failed = {"error": str(e), "data": str(csv_path), "synthetic": synthetic,
                   "trials": [trial_row(t) for t in e.trials]}  # fmt: skip
@@ -241,7 +276,7 @@ def run(
     usable = sum(t.usable for t in searched.trials)
     print(
         f"[2/2] ensembles over the top {min(cfg.top_k, usable)} of {len(searched.trials)} trials' checkpoints"
-        " (those that learned), chosen on PublicTest; export"
+        f" (those that learned), chosen on PublicTest; export{'; distil' if distil else ''}"
     )
     merge = cfg.merge
     if deadline is not None and merge.bases:
@@ -249,7 +284,8 @@ def run(
         # overrun the budget (at 20-40 min it also adds less than a longer search: benchmarks/budget_race)
         print("merge net: skipped under a run budget (merge.bases > 0 is honoured without --budget-min)")
         merge = dataclasses.replace(merge, bases=0)
-    exported = select_and_export(out, cfg.top_k, merge=merge, bags=cfg.ensemble_bags)
+    exported = select_and_export(out, cfg.top_k, merge=merge, bags=cfg.ensemble_bags, student=cfg.distill,
+                                 deadline=deadline)  # fmt: skip
     if cfg.wandb != "off":
         from search.serving import log_export_artifact
         from search.tracking import wandb_mode
@@ -291,7 +327,15 @@ def summary_dict(r: RunResult, cfg: SearchConfig, source: DataSource) -> dict:
         "comparison": [asdict(row) for row in e.rows],
         "merge": merge_summary(r.out_dir),
         "export": str(e.export_dir),
+        **({"student": student_summary(e)} if e.student else {}),
     }
+
+
+def student_summary(e: ExportResult) -> dict:
+    """The distilled student's export and scores beside the ensemble's and the best single trial's."""
+    row = next(r for r in e.rows if r.strategy == STUDENT)
+    return {"export": str(e.student), "member": row.members[0], "PublicTest": {"acc": row.public_acc},
+            "PrivateTest": {"acc": row.private_acc}, "ms_per_1000": row.ms_per_1000}  # fmt: skip
 
 
 def merge_summary(root: Path) -> dict | None:
@@ -334,6 +378,12 @@ def format_summary(r: RunResult) -> str:
     lines.append(f"  {'':<29} {'PublicTest':>10} {'PrivateTest':>11}")
     lines.append(f"  {'best single trial':<29} {best.public_acc:>10.4f} {best.private_acc:>11.4f}")
     lines.append(f"  {'exported ensemble':<29} {chosen.public_acc:>10.4f} {chosen.private_acc:>11.4f}")
+    student = next((row for row in e.rows if row.strategy == STUDENT), None)
+    if student:
+        lines.append(
+            f"  {'distilled student':<29} {student.public_acc:>10.4f} {student.private_acc:>11.4f}  "
+            f"{student.ms_per_1000:.0f} ms per 1000 faces against the ensemble's {chosen.ms_per_1000:.0f}"
+        )
     merge = merge_summary(r.out_dir)
     if merge:
         before = ", ".join(f"{a:.4f}" for a in merge["bases_before"])
@@ -343,6 +393,8 @@ def format_summary(r: RunResult) -> str:
             f"(phase {merge['best_phase']} epoch {merge['best_epoch']}); bases {before} -> {after} in phase 2"
         )
     lines.append(f"Export: {e.export_dir}   report: {e.report}")
+    if e.student:
+        lines.append(f"Student export: {e.student}")
     lines.append(f"Logs and trials: {r.out_dir / 'tune'}   summary: {r.out_dir / 'summary.json'}")
     lines.append(f"Wall time: {r.wall_s / 60:.1f} min")
     return "\n".join(lines)

@@ -70,3 +70,49 @@ def test_a_directory_without_an_export_is_one_line(tmp_path, capsys):
     assert main(["distill", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "neither an export nor a run directory" in err[0], err
+
+
+def test_a_run_with_distill_adds_the_students_row_latency_and_export(demo_run, tmp_path):
+    """``fersearch run --distill``'s last stage, on a copy of the demo run: the student is exported beside
+    the ensemble, its row (with its latency) joins comparison.txt, summary and the report's
+    accuracy-against-latency figure, and a deadline bounds its training."""
+    import json
+    import shutil
+    import time
+
+    from search.ensemble import STUDENT
+    from search.pipeline import select_and_export
+    from search.spec import DistillConfig, MergeConfig
+
+    root = tmp_path / "run"
+    shutil.copytree(demo_run.dir, root, ignore=shutil.ignore_patterns("wandb", "export", "report", "logs"))
+    deadline = time.time() + 60
+    result = select_and_export(
+        root, top_k=3, merge=MergeConfig(bases=0), student=DistillConfig(enabled=True, temperatures=(2.0,)),
+        deadline=deadline,
+    )  # fmt: skip
+    assert time.time() <= deadline + 10
+    (row,) = [r for r in result.rows if r.strategy == STUDENT]
+    exported = next(r for r in result.rows if (r.strategy, r.tta) == (result.chosen.name, result.chosen.tta))
+    assert result.student == root / "student" and ExportManifest.read(result.student).distilled
+    assert row.members[0].startswith("student-T2@") and not row.tta and 0 < row.ms_per_1000
+    if len(exported.members) > 1 or exported.tta:  # fewer forward passes per face than the ensemble
+        assert row.ms_per_1000 < exported.ms_per_1000
+    budget = ExportManifest.read(result.student).metrics["distill"]["budget_s"]
+    assert budget <= 60, budget
+    assert STUDENT in (root / "comparison.txt").read_text()
+    page = result.report.read_text()
+    assert "accuracy_vs_latency.png" in page and STUDENT in page
+    assert (result.report.parent / "accuracy_vs_latency.png").stat().st_size > 5000
+    meta = json.loads((result.student / "manifest.json").read_text())
+    assert meta["distilled"] is True
+
+
+def test_a_bad_student_arch_stops_the_run_before_its_search(tmp_path):
+    from search.pipeline import run
+    from search.spec import SpecError, demo_config
+
+    cfg = demo_config().replace(distill={"enabled": True, "arch": "no_such_net"})
+    with pytest.raises(SpecError, match="distill.arch: 'no_such_net' is not a registered model"):
+        run(tmp_path / "faces.csv", tmp_path / "out", cfg)
+    assert not (tmp_path / "out" / "tune").exists()

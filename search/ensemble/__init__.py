@@ -4,11 +4,13 @@ the comparison of strategies and the parallel-merge net, each ending in a :class
 from search.ensemble.comparison import (
     GREEDY,
     GREEDY_MERGE,
+    STUDENT,
     Row,
     bootstrap_ci,
     choose,
     compare,
     format_rows,
+    model_row,
 )
 from search.ensemble.merge import MERGE_DIR, train_merge
 from search.ensemble.selection import Selection, bagged_select, greedy_select, load_val_probs
@@ -20,6 +22,7 @@ __all__ = [
     "GREEDY_MERGE",
     "MERGE_DIR",
     "Row",
+    "STUDENT",
     "Selection",
     "WeightedEnsemble",
     "bagged_select",
@@ -29,5 +32,6 @@ __all__ = [
     "format_rows",
     "greedy_select",
     "load_val_probs",
+    "model_row",
     "train_merge",
 ]

@@ -40,6 +40,7 @@ class Row:
 MERGE_NET = "merge net"
 GREEDY = "greedy selection"
 GREEDY_MERGE = "greedy + merge net"
+STUDENT = "distilled student"
 
 
 def choose(
@@ -153,6 +154,23 @@ def compare(
             torch.from_numpy(combined), torch.from_numpy(test_y), num_classes=num_classes
         ).numpy()
     return Comparison(rows, chosen, confusion)
+
+
+def model_row(strategy: str, name: str, model: torch.nn.Module, data_root: Path) -> Row:
+    """One model scored as :func:`compare` scores its rows, without TTA: for a model fixed after the
+    comparison, such as the student distilled from the exported ensemble (``strategy`` :data:`STUDENT`)."""
+    val_x, val_y = load_split(data_root, "PublicTest")
+    test_x, _ = load_split(data_root, "PrivateTest", with_labels=False)
+    public = accuracy(predict_proba(model, val_x), val_y)
+    probs = predict_proba(model, test_x)
+    _, test_y = load_split(data_root, "PrivateTest")
+    sc = scores(probs, test_y)
+    return Row(
+        strategy=strategy, tta=False, members=[name], weights=[1.0], public_acc=public,
+        private_acc=sc["acc"], private_macro_f1=sc["macro_f1"],
+        ci95=bootstrap_ci((probs.argmax(1) == test_y).astype(np.float64)),
+        ms_per_1000=time_per_1000([model], test_x, False),
+    )  # fmt: skip
 
 
 def format_rows(rows: Sequence[Row]) -> str:

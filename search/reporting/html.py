@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline import DataManifest
-from search.ensemble import MERGE_DIR, Row
+from search.ensemble import MERGE_DIR, STUDENT, Row
 from search.metrics import per_class
 from search.trial import CONFUSION_FILE, TRIAL_FILE, TrialCheckpoint, tta_label
 from search.tuning import SPEC_FILE, pareto_front, read_trials
@@ -214,6 +214,34 @@ def accuracy_vs_size(rows: Sequence[dict], path: Path) -> Path | None:
     ax.set_ylabel("PublicTest accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(fig, path)
+
+
+LATENCY_CAPTION = (
+    "PrivateTest accuracy against inference time: green star the exported ensemble, light blue square the "
+    "best single trial, red diamond the distilled student (when asked for); bars: 95% CI"
+)
+
+
+def accuracy_vs_latency(rows: Sequence[Row], chosen: Row, path: Path) -> Path:
+    """Every compared model's PrivateTest accuracy against its inference time: what each point of accuracy
+    costs to serve (the exported ensemble, the best single trial and, when distilled, the student)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        key = (r.strategy, r.tta) == (chosen.strategy, chosen.tta)
+        style = ("C2", "*", 160) if key else ("C3", "D", 70) if r.strategy == STUDENT else ("C0", "o", 40)
+        if r.strategy == "best single" and not r.tta:
+            style = ("C9", "s", 60)
+        ax.scatter([r.ms_per_1000], [r.private_acc], c=style[0], marker=style[1], s=style[2], zorder=3)
+        err = [[r.private_acc - r.ci95[0]], [r.ci95[1] - r.private_acc]]
+        ax.errorbar([r.ms_per_1000], [r.private_acc], yerr=err, c=style[0], alpha=0.35, lw=1)
+        ax.annotate(f"{r.strategy}{' + TTA' if r.tta else ''}", (r.ms_per_1000, r.private_acc), fontsize=7,
+                    xytext=(5, 3), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per 1000 faces (batches of 32, this machine's CPU)")
+    ax.set_ylabel("PrivateTest accuracy")
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
@@ -485,7 +513,13 @@ def comparison_table(rows: Sequence[Row], chosen: Row) -> str:
             if key == (chosen.strategy, chosen.tta)
             else ("single" if key == ("best single", False) else "")
         )
-        tag = " ← exported" if cls == "exported" else ""
+        tag = (
+            " ← exported"
+            if cls == "exported"
+            else " (exported on its own: student/)"
+            if r.strategy == STUDENT
+            else ""
+        )
         members = ", ".join(f"{_e(m)}×{w:.2f}" for m, w in zip(r.members, r.weights, strict=True))
         body.append(
             f"<tr class='{cls}'><td class='l'>{_e(r.strategy)}{tag}</td><td>{'yes' if r.tta else 'no'}</td>"
@@ -599,6 +633,7 @@ def write_report(
         "curves": learning_curves(epochs, curves, out / "learning_curves.png"),
         "size": accuracy_vs_size(trials, out / "accuracy_vs_size.png"),
         "weights": ensemble_weights(member_labels, chosen.weights, out / "weights.png"),
+        "latency": accuracy_vs_latency(rows, chosen, out / "accuracy_vs_latency.png"),
         "conf": confusion(
             ensemble_confusion,
             classes,
@@ -667,6 +702,13 @@ only.</p>
 <p class="note">Green row: exported (best greedy PublicTest accuracy); blue row: the best single trial.
 95% CI: bootstrap interval of PrivateTest accuracy. Latency: batches of 32 on this machine's CPU.</p>
 {comparison_table(rows, chosen)}
+{
+        _figure(
+            figs["latency"],
+            "Accuracy against inference time: green star exported, light blue square best single "
+            "trial, red diamond the distilled student (when asked for); bars: 95% CI",
+        )
+    }
 {_figure(figs["weights"], "Weights of the exported ensemble's members")}
 <h2>Exported model per class (PrivateTest)</h2>
 <div style="display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start">

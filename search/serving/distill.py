@@ -73,6 +73,7 @@ class DistillResult:
     public_acc: float
     teacher_public_acc: float
     tried: list[dict] = field(default_factory=list)
+    model: torch.nn.Module | None = field(default=None, repr=False, compare=False)  # the student, in memory
 
 
 def locate(source: str | Path, data: str | Path | None = None) -> tuple[Path, Path]:
@@ -104,7 +105,7 @@ def student_of(manifest: ExportManifest, arch: str | None) -> tuple[str, dict]:
     PublicTest accuracy, then its weight)."""
     if arch:
         return arch, {}
-    best = max(manifest.members, key=lambda m: (m.val_acc or 0.0, m.weight))
+    best = manifest.best_member()
     return best.arch, dict(best.arch_kwargs)
 
 
@@ -144,10 +145,21 @@ def _train(
     return model.eval(), best_epoch, best_acc, curve
 
 
+EXPORT_RESERVE_S = 20.0  # writing the student's export (ONNX trace and check) after its last epoch
+
+
 def distill(
-    source: str | Path, options: DistillOptions, out: str | Path | None = None, data: str | Path | None = None
+    source: str | Path,
+    options: DistillOptions,
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    deadline: float | None = None,
 ) -> DistillResult:
-    """Train the student and export it (default ``<run>/student`` beside the teacher's ``export``)."""
+    """Train the student and export it (default ``<run>/student`` beside the teacher's ``export``).
+
+    ``deadline`` (``time.time()``): the export must be written by then, as inside ``fersearch run``'s budget;
+    the training budget is what the soft labels leave of it, at most ``options.budget_s`` (each temperature
+    still gets one epoch)."""
     options.check()
     export_dir, prepared = locate(source, data)
     teacher = Predictor.from_dir(export_dir)
@@ -162,7 +174,10 @@ def distill(
     precision = options.precision
     if precision == "auto":
         precision, _ = choose_precision(arch, kwargs, torch.get_num_threads(), options.batch_size)
-    share = options.budget_s / len(options.temperatures)
+    budget_s = options.budget_s
+    if deadline is not None:
+        budget_s = max(0.0, min(budget_s, deadline - time.time() - EXPORT_RESERVE_S))
+    share = budget_s / len(options.temperatures)
     tried, best = [], None
     for t in options.temperatures:
         model, epoch, acc, curve = _train(arch, kwargs, tempered(probs, t), (x, y, vx, vy), t, share, options,
@@ -181,7 +196,7 @@ def distill(
         "teacher": {"PublicTest": {"acc": teacher_acc}, "members": len(manifest.members),
                     "tta": manifest.tta_flip},
         "distill": {"temperature": t, "epoch": epoch, "soft_weight": options.soft_weight, "tried": tried,
-                    "budget_s": options.budget_s, "precision": precision},
+                    "budget_s": round(budget_s, 1), "precision": precision},
     }  # fmt: skip
     export_ensemble(
         [student], WeightedEnsemble({0: 1.0}, "distilled", False), target, classes=manifest.classes,
@@ -189,7 +204,7 @@ def distill(
         teacher=hashlib.sha256((export_dir / MANIFEST_FILE).read_bytes()).hexdigest(),
     )  # fmt: skip
     shutil.rmtree(ckpt, ignore_errors=True)
-    return DistillResult(target, arch, t, epoch, acc, teacher_acc, tried)
+    return DistillResult(target, arch, t, epoch, acc, teacher_acc, tried, model)
 
 
 __all__ = ["DistillError", "DistillOptions", "DistillResult", "distill", "locate", "student_of", "tempered"]

@@ -137,6 +137,11 @@ class ExportManifest:
         members = tuple(ExportMember(**{k: e.get(k) for k in _MEMBER_TYPES}) for e in raw["members"])
         return cls(**{**values, "classes": tuple(raw["classes"]), "members": members})
 
+    def best_member(self) -> ExportMember:
+        """The member that scored best alone (PublicTest accuracy, then weight): a student's default
+        architecture, and the single model an ensemble is compared with."""
+        return max(self.members, key=lambda m: (m.val_acc or 0.0, m.weight))
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of ``manifest.json``."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -4,6 +4,7 @@ loading, and the preflight checks that run before Ray starts."""
 from search.spec.config import (
     HPARAMS,
     ArchSpace,
+    DistillConfig,
     Domain,
     MergeConfig,
     Range,
@@ -37,6 +38,7 @@ __all__ = [
     "HPARAMS",
     "PORTFOLIO_FILE",
     "ArchSpace",
+    "DistillConfig",
     "Domain",
     "MergeConfig",
     "Portfolio",

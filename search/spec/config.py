@@ -427,6 +427,23 @@ class MergeConfig(_KnownKeys):
         return self
 
 
+@_spec("distill")
+class DistillConfig(_KnownKeys):
+    """The student ``fersearch run`` trains at its end (``fersearch distill``, search/serving/distill.py)
+    when ``enabled``: under a run budget it gets ``share`` of the budget (the teacher's soft labels, its
+    training, its export), taken from the search; without one, ``budget_s`` of training. ``arch``: the
+    student's net (default: the export's best member's)."""
+
+    enabled: Bool = False
+    share: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.25
+    budget_s: Positive = 600.0
+    arch: Annotated[str, Strict(), Field(min_length=1)] | None = None
+    temperatures: Annotated[tuple[Positive, ...], BeforeValidator(_as_tuple), Field(min_length=1)] = (
+        2.0,
+        4.0,
+    )
+
+
 Name = Annotated[str, Strict(), Field(min_length=1, pattern=r"^[^/\\]+$")]
 
 
@@ -469,6 +486,7 @@ class SearchConfig(_KnownKeys):
     workers_per_trial: Count = 1
     optuna_storage: Annotated[str, Strict(), Field(min_length=1)] | None = None
     merge: MergeConfig = field(default_factory=MergeConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     balanced_per_class: Count = 8000
     ensemble_bags: NonNegative = 0  # 0: plain greedy selection
     storage_uri: Str | None = None
