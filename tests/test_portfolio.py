@@ -95,9 +95,11 @@ def test_a_portfolio_is_built_from_a_recorded_run_and_race_records(demo_run, tmp
         tuple(sorted(built.recipes, key=lambda r: (r.epochs, -r.public_acc))), built.width, built.built_from
     )
     # what a trial affording ~12 epochs starts from: the best of the nearest budget first, no repeats
-    light = {"lr": 0.002, "augment": 0.4, "augment_kind": "affine", "label_smoothing": 0.1, "batch_size": 64}
+    light = {"arch": "mini_xception", "lr": 0.002, "augment": 0.4, "augment_kind": "affine",
+             "label_smoothing": 0.1, "batch_size": 64}  # fmt: skip
     assert Portfolio.read(out).points(12, 2)[0] == light
-    long = {"lr": 0.002, "augment": 1.0, "augment_kind": "affine", "label_smoothing": 0.1, "batch_size": 64}
+    long = {"arch": "mini_xception", "lr": 0.002, "augment": 1.0, "augment_kind": "affine",
+            "label_smoothing": 0.1, "batch_size": 64}  # fmt: skip
     assert Portfolio.read(out).points(45, 1) == (long,)
 
 
@@ -143,14 +145,45 @@ def test_the_shipped_portfolio_reads_and_fits_the_quick_space():
     for epochs in (10, 25, 50):
         points = with_portfolio(cfg.replace(max_epochs=epochs), None, portfolio).points_to_evaluate
         assert points
-        for (
-            p
-        ) in points:  # only what the quick space searches, inside its domains (TPE models them as its own)
-            assert set(p) <= {"lr", "augment", "augment_kind", "label_smoothing"}, p
+        # only what the quick space searches, inside its domains (TPE models them as its own)
+        for p in points:
+            assert set(p) <= {"arch", "lr", "augment", "augment_kind", "label_smoothing"}, p
+            assert p["arch"] in [a.name for a in cfg.space.archs]
             assert cfg.space.lr.low <= p["lr"] <= cfg.space.lr.high
             assert cfg.space.augment.low <= p.get("augment", 1.0) <= cfg.space.augment.high
             assert p.get("label_smoothing", 0.0) in cfg.space.label_smoothing
             assert p.get("augment_kind", "affine") in cfg.space.augment_kind
+
+
+def test_side_by_side_trials_start_from_one_architecture_each():
+    def recipe(arch: str, epochs: float, acc: float) -> Recipe:
+        return Recipe({"arch": arch, "lr": 0.002, "augment": 1.0}, epochs, acc)
+
+    p = Portfolio(
+        (recipe("mini_xception", 20, 0.62), recipe("mini_xception", 20.5, 0.61), recipe("vgg_fer11", 7, 0.60),
+         recipe("vgg_fer11", 7.2, 0.58), recipe("cnn_moderate", 10, 0.53)),
+        WidthValue(30, 1.0),
+    )  # fmt: skip
+    both = ["mini_xception", "vgg_fer11"]
+    # distinct params: the second mini-Xception recipe differs only in its score, so it dedupes
+    assert [q["arch"] for q in p.points(20, 3, archs=both)] == ["mini_xception", "vgg_fer11"]
+    assert [q["arch"] for q in p.points(20, 1, archs=both)] == ["mini_xception"]
+    # a space of one net never gets another net's recipe; with no space given every recipe competes
+    assert {q["arch"] for q in p.points(20, 3, archs=["mini_xception"])} == {"mini_xception"}
+    assert len(p.points(20, 3)) == 3
+    # a recipe recorded before recipes named their net is a mini-Xception's
+    old = Portfolio.read(_written({"lr": 0.002}))
+    assert old.recipes[0].arch == "mini_xception" and old.points(20, 1)[0]["arch"] == "mini_xception"
+
+
+def _written(params: dict) -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "old.json"
+    d = {"width": {"epoch_cost": 30, "second_net_gain": 1.0},
+         "recipes": [{"params": params, "epochs": 20, "public_acc": 0.6}]}  # fmt: skip
+    path.write_text(json.dumps(d))
+    return path
 
 
 def test_width_value_is_fitted_from_the_loop_and_the_pair():
@@ -180,4 +213,5 @@ def test_points_never_repeat_a_recipe_and_prefer_the_better_at_the_nearest_budge
     b = Recipe({"lr": 0.002}, 11.8, 0.62, "b")
     c = Recipe({"lr": 0.003}, 12.0, 0.61, "c")
     p = Portfolio((a, b, c), WidthValue(1.0, 1.0))
-    assert p.points(12, 3) == ({"lr": 0.002}, {"lr": 0.003})
+    mx = {"arch": "mini_xception"}
+    assert p.points(12, 3) == ({**mx, "lr": 0.002}, {**mx, "lr": 0.003})

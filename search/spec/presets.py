@@ -4,7 +4,7 @@ then TPE explores."""
 
 from __future__ import annotations
 
-from search.spec.config import ArchSpace, MergeConfig, Range, SearchConfig, SearchSpace
+from search.spec.config import ArchSpace, DistillConfig, MergeConfig, Range, SearchConfig, SearchSpace
 
 # (paper, arch, optimizer, lr, batch size, class-weighted loss, schedule, dropout)
 PAPER_RECIPES: tuple[tuple[str, str, str, float, int, bool, str, float], ...] = (
@@ -89,6 +89,7 @@ def demo_config() -> SearchConfig:
         grace_period=2,
         top_k=6,
         merge=MergeConfig(phase1_epochs=2, phase2_epochs=1),
+        distill=DistillConfig(budget_s=60.0, temperatures=(2.0,)),
     )
 
 
@@ -98,7 +99,8 @@ def quick_config() -> SearchConfig:
     return SearchConfig(
         name="quick",
         space=SearchSpace(
-            archs=(ArchSpace("mini_xception"),),
+            # a second net for trials side by side (portfolio.points: one architecture per trial first)
+            archs=(ArchSpace("mini_xception"), ArchSpace("vgg_fer11")),
             lr=Range(1e-3, 4e-3, log=True),
             dropout=(0.0,),
             schedule=("cosine",),

@@ -63,4 +63,3 @@ def tta_label(zooms: Sequence[float] = TTA_ZOOMS) -> str:
     """How summaries and the report name the TTA: ``TTA (mirror, zoom 0.92/1.08)``."""
     others = [f"{z:g}" for z in zooms if z != 1.0]
     return f"TTA (mirror, zoom {'/'.join(others)})" if others else "TTA (mirror)"
-

@@ -178,7 +178,8 @@ def with_portfolio(
     # the parameters this space searches: a recipe's value for one the space fixes is the space's to set
     space = {"arch", *(k for k, v in vars(cfg.space).items() if k != "archs" and not _fixed(v))}
     points = tuple(
-        {k: v for k, v in p.items() if k in space} for p in portfolio.points(epochs, max(1, first))
+        {k: v for k, v in p.items() if k in space}
+        for p in portfolio.points(epochs, max(1, first), archs=[a.name for a in cfg.space.archs])
     )
     shown = "; ".join(", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items())
                       for p in points)  # fmt: skip
