@@ -261,6 +261,7 @@ def _distill(args: argparse.Namespace) -> int:
         ) from None
     options = DistillOptions(
         arch=args.arch, budget_s=60 * args.budget_min, temperatures=temperatures, seed=args.seed,
+        warm_start=not args.from_scratch,
     )  # fmt: skip
     result = distill(args.source, options, out=args.out, data=args.data)
     tried = ", ".join(
@@ -549,6 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", default="2,4", help="softening temperature(s), comma-separated: PublicTest picks one"
     )
     di.add_argument("--seed", type=int, default=0)
+    di.add_argument(
+        "--from-scratch", action="store_true",
+        help="random initial weights (default: a student of the best member's architecture starts from them)",
+    )  # fmt: skip
     di.add_argument("--out", help="student export directory (default: beside the teacher's, student/)")
     di.set_defaults(func=_distill)
 

@@ -34,7 +34,10 @@ def test_student_of_a_run_exports_loads_in_predict_and_names_its_teacher(demo_ru
     teacher = hashlib.sha256((demo_run.dir / "export" / "manifest.json").read_bytes()).hexdigest()
     assert manifest.distilled and manifest.teacher == teacher
     assert len(manifest.members) == 1 and not manifest.tta_flip and manifest.members[0].arch == result.arch
-    assert [r["temperature"] for r in result.tried] == [1.0, 3.0] and result.epoch >= 1
+    assert [r["temperature"] for r in result.tried] == [1.0, 3.0] and result.epoch >= 0
+    # the default student has the best member's net and starts from its weights (epoch 0: the member)
+    best = ExportManifest.read(demo_run.dir / "export").best_member()
+    assert manifest.metrics["distill"]["warm_start"] == best.file and result.arch == best.arch
     assert result.public_acc == max(r["public_acc"] for r in result.tried)
     # the exported student scores PublicTest as the chosen epoch did (ONNX against torch: same argmax)
     x, y = load_split(demo_run.dir / "data", "PublicTest")
@@ -44,6 +47,13 @@ def test_student_of_a_run_exports_loads_in_predict_and_names_its_teacher(demo_ru
     cv2.imwrite(str(face), x[0])
     (record,) = predict_paths(student, [face])
     assert record.status == "ok" and record.label in manifest.classes
+
+
+def test_a_student_from_scratch_trains_at_least_one_epoch(demo_run, tmp_path):
+    options = DistillOptions(budget_s=3, temperatures=(2.0,), threads=2, warm_start=False)
+    result = distill(demo_run.dir, options, out=tmp_path / "scratch")
+    assert result.epoch >= 1
+    assert ExportManifest.read(result.export_dir).metrics["distill"]["warm_start"] is None
 
 
 def test_distill_reads_no_privatetest():

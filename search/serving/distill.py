@@ -3,12 +3,12 @@
 The teacher is the export as it serves (every member, its TTA): its probabilities on the Training images
 are computed once, in batches, and kept. With the mirror among its TTA views the teacher is mirror-invariant,
 so the student's flipped images share their original's targets. The student (any registry architecture;
-default the architecture of the export's best single member) trains through the one epoch loop of
-``search/trial`` on a mix of the tempered soft targets and the hard labels, each temperature under its share
-of the budget with a cosine schedule fitted to the epochs that share affords. PublicTest chooses the
-temperature and the epoch; the final report's split is never read here. The student is written as an
-ordinary export of one member and no TTA (one forward pass per face), whose manifest records
-``distilled: true`` and its teacher, so ``predict`` and ``serve`` take it as they are.
+default the architecture of the export's best single member, started from that member's weights) trains
+through the one epoch loop of ``search/trial`` on a mix of the tempered soft targets and the hard labels,
+each temperature under its share of the budget with a cosine schedule fitted to the epochs that share
+affords. PublicTest chooses the temperature and the epoch; the final report's split is never read here.
+The student is written as an ordinary export of one member and no TTA (one forward pass per face), whose
+manifest records ``distilled: true`` and its teacher, so ``predict`` and ``serve`` take it as they are.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from data_pipeline import DataManifest
 from data_pipeline.dataset import load_split
@@ -41,7 +41,10 @@ class DistillError(ValueError):
 class DistillOptions:
     """``arch``: the student's architecture (default: the best single member's); ``budget_s``: training
     time for all temperatures together; ``temperatures``: PublicTest picks one; ``soft_weight``: the soft
-    targets' share of the loss."""
+    targets' share of the loss. ``warm_start``: a student of the best member's architecture starts from that
+    member's weights at ``lr * WARM_LR_SCALE`` (the budget then refines a net that already scores what the
+    single member scores, instead of training one again from scratch); otherwise from random weights at
+    ``lr``."""
 
     arch: str | None = None
     budget_s: float = 600.0
@@ -52,6 +55,7 @@ class DistillOptions:
     seed: int = 0
     precision: str = "auto"
     threads: int | None = None
+    warm_start: bool = True
 
     def check(self) -> None:
         if self.arch is not None and self.arch not in list_models():
@@ -100,6 +104,11 @@ def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+#: A warm-started student's learning rate against a fresh one's: it starts converged, and Adam at the full
+#: rate first undoes much of what the member learned.
+WARM_LR_SCALE = 0.25
+
+
 def student_of(manifest: ExportManifest, arch: str | None) -> tuple[str, dict]:
     """The student's architecture and kwargs: ``arch`` as registered, else the best single member's (its
     PublicTest accuracy, then its weight)."""
@@ -115,17 +124,23 @@ def _accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def _train(
     arch: str, kwargs: dict, soft: np.ndarray, data: tuple, t: float, budget_s: float, opts: DistillOptions,
-    precision: str,
+    precision: str, init: dict | None = None,
 ) -> tuple[torch.nn.Module, int, float, list[float]]:  # fmt: skip
     """One student at temperature ``t`` within ``budget_s``: the first epoch at the base rate times its
-    pace, then a cosine to zero over the epochs the rest affords; the PublicTest-best epoch is kept."""
+    pace, then a cosine to zero over the epochs the rest affords; the PublicTest-best epoch is kept. With
+    ``init`` (the best member's weights) the student starts from them, as epoch 0, at a lower rate."""
     x, y, vx, vy = data
     gen, rng = seeded(opts.seed)
     model = build_model(arch, soft.shape[1], 0.0, kwargs)
-    opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    lr = opts.lr
+    best, best_acc, best_epoch, epoch, planned = None, -1.0, 0, 0, 1
+    if init is not None:
+        model.load_state_dict(init)
+        lr *= WARM_LR_SCALE
+        best, best_acc = copy.deepcopy(model.state_dict()), _accuracy(model, vx, vy)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = -(-len(x) // opts.batch_size)
     start, sched, curve = time.time(), None, []
-    best, best_acc, best_epoch, epoch, planned = None, -1.0, 0, 0, 1
     while epoch < planned:
         train_one_epoch(
             model, opt, x, y, batch_size=opts.batch_size, gen=gen, rng=rng, sched=sched, precision=precision,
@@ -165,6 +180,10 @@ def distill(
     teacher = Predictor.from_dir(export_dir)
     manifest = teacher.manifest
     arch, kwargs = student_of(manifest, options.arch)
+    best_member = manifest.best_member()
+    init = None
+    if options.warm_start and (arch, kwargs) == (best_member.arch, dict(best_member.arch_kwargs)):
+        init = load_file(str(export_dir / best_member.file))
     x, y = load_split(prepared, "Training")
     vx, vy = load_split(prepared, "PublicTest")
     if options.threads:
@@ -181,7 +200,7 @@ def distill(
     tried, best = [], None
     for t in options.temperatures:
         model, epoch, acc, curve = _train(arch, kwargs, tempered(probs, t), (x, y, vx, vy), t, share, options,
-                                          precision)  # fmt: skip
+                                          precision, init)  # fmt: skip
         tried.append({"temperature": t, "epoch": epoch, "epochs": len(curve), "public_acc": acc})
         if best is None or acc > best[2]:
             best = (model, t, acc, epoch)
@@ -196,7 +215,8 @@ def distill(
         "teacher": {"PublicTest": {"acc": teacher_acc}, "members": len(manifest.members),
                     "tta": manifest.tta_flip},
         "distill": {"temperature": t, "epoch": epoch, "soft_weight": options.soft_weight, "tried": tried,
-                    "budget_s": round(budget_s, 1), "precision": precision},
+                    "budget_s": round(budget_s, 1), "precision": precision,
+                    "warm_start": best_member.file if init is not None else None},
     }  # fmt: skip
     export_ensemble(
         [student], WeightedEnsemble({0: 1.0}, "distilled", False), target, classes=manifest.classes,
