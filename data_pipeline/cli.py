@@ -47,6 +47,7 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
             label_mode=args.label_mode,
             contempt=args.contempt,
             split_fractions=args.split_fractions,
+            class_names=tuple(args.class_names.split(",")) if args.class_names else None,
         ),
         preprocess=PreprocessConfig(
             size=args.size, equalize=args.equalize, roi=args.roi, roi_margin=args.roi_margin
@@ -118,6 +119,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--ferplus", help="FER+ votes fer2013new.csv (default: next to --path)")
     pr.add_argument("--label-mode", default="majority", choices=LABEL_MODES, help="FER+ labels")
     pr.add_argument("--contempt", default="keep", choices=["keep", "disgust"], help="CK+/folder contempt")
+    pr.add_argument(
+        "--class-names", metavar="A,B,…",
+        help="folder: the classes in label order; index folders 0,1,… take these names (e.g. "
+        "Angry,Disgust,Fear,Happy,Sad,Surprise,Neutral for FER2013 written as 0..6)",
+    )  # fmt: skip
     pr.add_argument("--split-fractions", type=_fractions, default=(0.8, 0.1, 0.1), metavar="T,V,T")
     pr.add_argument("--size", type=int, default=48, help="output images are SIZE×SIZE")
     pr.add_argument("--equalize", default="none", choices=EQUALIZE)

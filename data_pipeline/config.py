@@ -29,6 +29,9 @@ class SourceConfig:
     ``contempt``: ``keep`` (8 classes) or ``disgust`` (7 classes, as paper 001 does for CK+).
     ``split_fractions``: train/validation/test shares where the source has no split of its own (by
     subject for CK+ and JAFFE).
+    ``class_names`` (``folder`` only): the classes in label order; index-named class folders (``0``, ``1``,
+    …) take the name at their index, named folders the label of their name, and any other folder's images
+    are quarantined.
     """
 
     kind: str
@@ -37,6 +40,7 @@ class SourceConfig:
     label_mode: str = "majority"
     contempt: str = "keep"
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _choice("source", self.kind, SOURCES)
@@ -49,6 +53,16 @@ class SourceConfig:
         if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0 or abs(sum(fr) - 1) > 1e-6:
             raise DataError(f"split fractions {self.split_fractions} must be 3 shares ≥ 0 summing to 1")
         object.__setattr__(self, "split_fractions", fr)
+        if self.class_names is not None:
+            names = tuple(str(c).strip() for c in self.class_names)
+            if self.kind != "folder":
+                raise DataError(f"--class-names applies to --source folder, not {self.kind}")
+            if not names or any(not c or "," in c for c in names):
+                raise DataError(f"--class-names {','.join(names)!r}: expected names like Angry,Happy,Neutral")
+            twice = sorted({c for c in names if [x.lower() for x in names].count(c.lower()) > 1})
+            if twice:
+                raise DataError(f"--class-names names {', '.join(twice)} more than once")
+            object.__setattr__(self, "class_names", names)
 
     def votes_path(self) -> Path | None:
         """The FER+ votes file to use, if any."""

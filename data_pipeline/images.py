@@ -177,17 +177,33 @@ def _assign_subjects(entries: list[Entry], cfg: SourceConfig, seed: int) -> None
         e.split = where[e.subject]
 
 
+def _folder_order(name: str) -> tuple:
+    """Index-named class folders in numeric order (``2`` before ``10``), named ones alphabetically."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def _folder_classes(raw: list[str], cfg: SourceConfig) -> tuple[tuple[str, ...], dict[str, int]]:
+    """The classes of a folder source and each class folder's label: ``--class-names`` when given (an index
+    folder takes the name at its index, a named one its place in the list, matched case-insensitively),
+    else the canonical FER names when every folder is one, else the folder names in order."""
+    if cfg.class_names is not None:
+        names = cfg.class_names
+        lower = [c.lower() for c in names]
+        label_of = {c: int(c) for c in raw if c.isdigit() and int(c) < len(names)}
+        label_of |= {c: lower.index(c.lower()) for c in raw if c.lower() in lower}
+        return names, label_of
+    canonical = {c: _canonical(c, cfg.contempt) for c in raw}
+    if raw and all(canonical.values()):
+        classes = CLASSES8 if "Contempt" in canonical.values() else CLASSES
+        return classes, {c: classes.index(v) for c, v in canonical.items() if v}
+    return tuple(raw), {c: i for i, c in enumerate(raw)}
+
+
 def _entries_folder(names: list[str], cfg: SourceConfig, seed: int) -> tuple[list[Entry], tuple[str, ...]]:
     parts = [Path(n).parts for n in names]
     split_mode = any(len(p) >= 3 and p[0].lower() in SPLIT_DIRS for p in parts)
-    raw_classes = sorted({p[-2] for p in parts if len(p) >= 2})
-    canonical = {c: _canonical(c, cfg.contempt) for c in raw_classes}
-    if raw_classes and all(canonical.values()):
-        classes = CLASSES8 if "Contempt" in canonical.values() else CLASSES
-        label_of = {c: classes.index(v) for c, v in canonical.items() if v}
-    else:
-        classes = tuple(raw_classes)
-        label_of = {c: i for i, c in enumerate(classes)}
+    raw_classes = sorted({p[-2] for p in parts if len(p) >= 2}, key=_folder_order)
+    classes, label_of = _folder_classes(raw_classes, cfg)
     entries = []
     for rel, p in zip(names, parts, strict=True):
         e = Entry(rel)
@@ -195,6 +211,11 @@ def _entries_folder(names: list[str], cfg: SourceConfig, seed: int) -> tuple[lis
             e.error = "image is not inside a <class>/ folder"
         elif split_mode and (len(p) < 3 or p[0].lower() not in SPLIT_DIRS):
             e.error = f"image is not under a split folder ({', '.join(sorted(SPLIT_DIRS))})"
+        elif p[-2] not in label_of:
+            named = f"--class-names ({', '.join(classes)})"
+            e.error = f"class folder {p[-2]!r} is not one of {named}"
+            if p[-2].isdigit():
+                e.error = f"class folder {p[-2]!r} is past the {len(classes)} {named}"
         else:
             e.label = label_of[p[-2]]
             e.split = SPLIT_DIRS[p[0].lower()] if split_mode else -1

@@ -162,3 +162,69 @@ def test_folder_generic_classes_flat_layout(tmp_path, ray_local):
     assert m.counts["PrivateTest"] == {"angry": 2, "calm": 4}
     x, y = load_split(tmp_path / "o" / "original", "Training")
     assert x.shape == (18, 48, 48) and sorted(set(y.tolist())) == [0, 1]
+
+
+def _fer2013_as_index_folders(csv_path: Path, root: Path) -> None:
+    """FER2013 as others publish it: ``train|val|test/<0..6>/<row>.png`` from the Kaggle CSV, one stray
+    non-image file among them."""
+    import gzip
+
+    folder = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+    with gzip.open(csv_path, "rt") if csv_path.suffix == ".gz" else open(csv_path) as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            d = root / folder[row["Usage"]] / row["emotion"]
+            d.mkdir(parents=True, exist_ok=True)
+            face = np.array(row["pixels"].split(), dtype=np.uint8).reshape(48, 48)
+            cv2.imwrite(str(d / f"{i:05d}.png"), face)
+    (root / "train" / "0" / "Thumbs.db").write_bytes(b"\x00stray")
+
+
+def _by_pixels(root: Path, split: str) -> list[tuple[bytes, int]]:
+    x, y = load_split(root, split)
+    return sorted((img.tobytes(), int(label)) for img, label in zip(x, y, strict=True))
+
+
+def test_fer2013_as_index_folders_with_class_names_equals_the_csv(tmp_path, ray_local):
+    csv_path = synth.write_fer2013_csv(tmp_path / "fer2013.csv.gz", n_rows=300, seed=3)
+    _fer2013_as_index_folders(csv_path, tmp_path / "folders")
+    from_csv = prepare(PrepareConfig(SourceConfig("fer2013", csv_path)), tmp_path / "a")
+    names = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
+    cfg = PrepareConfig(SourceConfig("folder", tmp_path / "folders", class_names=names))
+    from_folders = prepare(cfg, tmp_path / "b")
+    a, b = from_csv.manifest, from_folders.manifest
+    assert b.classes == a.classes == CLASSES
+    assert b.counts == a.counts and b.rows_written == a.rows_written == 300
+    assert b.rows_quarantined == 1 and b.rows_in == 301  # the stray file, counted
+    for split in SPLITS:
+        assert _by_pixels(from_folders.root, split) == _by_pixels(from_csv.root, split), split
+
+
+def test_class_names_fix_the_order_and_quarantine_unnamed_folders(tmp_path, ray_local):
+    root = tmp_path / "mine"
+    _write_folder(root, {"": {"calm": 10, "Angry": 6, "bored": 2}})
+    cfg = SourceConfig("folder", root, split_fractions=(0.6, 0.2, 0.2), class_names=("calm", "angry"))
+    m = prepare(PrepareConfig(cfg, max_bad_fraction=0.5), tmp_path / "o").manifest
+    assert m.classes == ("calm", "angry") and m.rows_written == 16 and m.rows_quarantined == 2
+    assert sum(m.counts[s]["calm"] for s in SPLITS) == 10
+    reasons = {r for _, r, _ in quarantine(tmp_path / "o" / "original").values()}
+    assert reasons == {"class folder 'bored' is not one of --class-names (calm, angry)"}
+    index = tmp_path / "index"
+    _write_folder(index, {"": {"0": 4, "1": 4, "7": 1}})
+    cfg = SourceConfig("folder", index, split_fractions=(0.5, 0.25, 0.25), class_names=("a", "b"))
+    m = prepare(PrepareConfig(cfg, max_bad_fraction=0.5), tmp_path / "i").manifest
+    assert m.classes == ("a", "b") and m.rows_quarantined == 1
+    (reason,) = {r for _, r, _ in quarantine(tmp_path / "i" / "original").values()}
+    assert reason == "class folder '7' is past the 2 --class-names (a, b)"
+
+
+@pytest.mark.parametrize(
+    ("kind", "names", "words"),
+    [
+        ("folder", ("a", "A"), "--class-names names A, a more than once"),
+        ("folder", ("a", ""), "expected names like Angry,Happy,Neutral"),
+        ("ckplus", ("a", "b"), "--class-names applies to --source folder, not ckplus"),
+    ],
+)
+def test_bad_class_names_are_one_clear_error(tmp_path, kind, names, words):
+    with pytest.raises(DataError, match=words):
+        SourceConfig(kind, tmp_path, class_names=names)
